@@ -1,0 +1,1 @@
+"""Neural game engine: world models, samplers, memory, checkpoints and the tick session."""

@@ -1,0 +1,1 @@
+"""Networks of every world family; state-dict keys and shapes equal the official checkpoints."""

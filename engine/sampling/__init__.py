@@ -1,0 +1,1 @@
+"""Samplers: diffusion forcing (Oasis), EDM (DIAMOND), masked autoregression (WorldMAR)."""
