@@ -26,7 +26,10 @@ from engine.models.rotary import (
     pair_angles,
     pixel_frequencies,
     rotate_pairs,
+    rotation_table,
 )
+
+RotationTable = tuple[torch.Tensor, torch.Tensor]
 
 NOISE_EMBED_DIM = 256
 
@@ -119,21 +122,21 @@ class DiTBlock(nn.Module):
         self.t_mlp = Mlp(dim, hidden)
         self.t_adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
 
-    def spatial(self, x: torch.Tensor, cond: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
-        """x (B, T, h, w, D), cond (B, T, D), angles (h, w, head_dim)."""
+    def spatial(self, x: torch.Tensor, cond: torch.Tensor, rope: RotationTable) -> torch.Tensor:
+        """x (B, T, h, w, D), cond (B, T, D), rope: cos/sin (h, w, 1, head_dim)."""
         mods = self.s_adaLN_modulation(cond)[:, :, None, None].chunk(6, dim=-1)
         b, t, h, w, d = x.shape
         q, k, v = self.s_attn.split_heads(modulate(layer_norm(x), mods[0], mods[1]))
-        q, k = rotate_pairs(q, angles[:, :, None]), rotate_pairs(k, angles[:, :, None])
+        q, k = rotate_pairs(q, rope), rotate_pairs(k, rope)
         q, k, v = (z.reshape(b * t, h * w, self.s_attn.heads, -1).transpose(1, 2) for z in (q, k, v))
         attn = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, t, h, w, d)
         x = x + mods[2] * self.s_attn.to_out(attn)
         return x + mods[5] * self.s_mlp(modulate(layer_norm(x), mods[3], mods[4]))
 
-    def temporal(self, x: torch.Tensor, cond: torch.Tensor, angles: torch.Tensor,
+    def temporal(self, x: torch.Tensor, cond: torch.Tensor, rope: RotationTable,
                  cache: tuple[torch.Tensor, torch.Tensor] | None, start: int,
                  keys_only: bool = False) -> torch.Tensor | None:
-        """x (B, T, h, w, D) holds frames at positions start .. start+T-1; angles (T, head_dim).
+        """x (B, T, h, w, D) holds frames at positions start .. start+T-1; rope: cos/sin (T, 1, 1, 1, head_dim).
 
         With a cache, these frames' keys/values are written at slots start .. start+T-1 and the
         queries attend causally over slots 0 .. start+T-1. `keys_only` stops after writing them.
@@ -141,7 +144,6 @@ class DiTBlock(nn.Module):
         mods = self.t_adaLN_modulation(cond)[:, :, None, None].chunk(6, dim=-1)
         b, t, h, w, d = x.shape
         q, k, v = self.t_attn.split_heads(modulate(layer_norm(x), mods[0], mods[1]))
-        rope = angles[:, None, None, None]
         q, k = rotate_pairs(q, rope), rotate_pairs(k, rope)
         q, k, v = (z.permute(0, 2, 3, 4, 1, 5).reshape(b * h * w, self.t_attn.heads, t, -1) for z in (q, k, v))
         if cache is None:
@@ -262,13 +264,13 @@ class OasisDiT(nn.Module):
              cache: TemporalCache | None, start: int, keys_only: bool = False) -> torch.Tensor | None:
         tokens = self.patchify(x)
         cond = self.conditioning(t, actions)
-        s_angles = self.spatial_angles()
-        t_angles = self.temporal_angles(start, x.shape[1])
+        s_rope = rotation_table(self.spatial_angles()[:, :, None], tokens.dtype)
+        t_rope = rotation_table(self.temporal_angles(start, x.shape[1])[:, None, None, None], tokens.dtype)
         last = self.depth - 1
         for i, block in enumerate(self.blocks):
-            tokens = block.spatial(tokens, cond, s_angles)
+            tokens = block.spatial(tokens, cond, s_rope)
             layer_cache = None if cache is None else (cache.keys[i], cache.values[i])
-            tokens = block.temporal(tokens, cond, t_angles, layer_cache, start, keys_only and i == last)
+            tokens = block.temporal(tokens, cond, t_rope, layer_cache, start, keys_only and i == last)
         if tokens is None:
             return None
         return self.unpatchify(self.final_layer(tokens, cond))

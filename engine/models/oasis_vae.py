@@ -11,7 +11,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.models.rotary import axial_angles, pixel_frequencies, rotate_pairs
+from engine.models.rotary import (
+    axial_angles,
+    on_default_device,
+    pixel_frequencies,
+    rotate_pairs,
+    rotation_table,
+)
 
 
 class Attention(nn.Module):
@@ -23,20 +29,21 @@ class Attention(nn.Module):
         self.proj = nn.Linear(dim, dim)
         head_dim = dim // heads
         freqs = pixel_frequencies(head_dim // 4, grid[0] * grid[1])
-        self.register_buffer("rotary_angles", axial_angles(*grid, freqs).flatten(0, 1), persistent=False)
+        self._exact_angles = axial_angles(*grid, freqs).flatten(0, 1)
+        self.register_buffer("rotary_angles", on_default_device(self._exact_angles), persistent=False)
 
     def _apply(self, fn, recurse: bool = True):
-        # The angle table stays float32 whatever dtype the weights are cast to.
-        angles = self.rotary_angles
+        # The angle table stays exact float32 whatever dtype the weights are cast to.
         super()._apply(fn, recurse)
-        if self.rotary_angles.device.type != "meta" and angles.device.type != "meta":
-            self.rotary_angles = angles.to(self.rotary_angles.device, torch.float32)
+        if self.rotary_angles.device.type != "meta":
+            self.rotary_angles = self._exact_angles.to(self.rotary_angles.device)
         return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, n, d = x.shape
         q, k, v = (z.unflatten(-1, (self.heads, -1)).transpose(1, 2) for z in self.qkv(x).chunk(3, dim=-1))
-        q, k = rotate_pairs(q, self.rotary_angles), rotate_pairs(k, self.rotary_angles)
+        table = rotation_table(self.rotary_angles, q.dtype)
+        q, k = rotate_pairs(q, table), rotate_pairs(k, table)
         out = F.scaled_dot_product_attention(q, k, v)
         return self.proj(out.transpose(1, 2).reshape(b, n, d))
 

@@ -22,6 +22,12 @@ def language_frequencies(dim: int, theta: float = 10000.0) -> torch.Tensor:
     return 1.0 / theta ** (torch.arange(0, dim, 2, dtype=torch.float32, device="cpu")[: dim // 2] / dim)
 
 
+def on_default_device(table: torch.Tensor) -> torch.Tensor:
+    """Copy a CPU-computed table to the current default device (a `with torch.device(...)` block)."""
+    out = torch.empty(table.shape, dtype=table.dtype)
+    return out if out.device.type == "meta" else out.copy_(table)
+
+
 class RotaryFrequencies(nn.Module):
     """Holds a frozen `freqs` parameter (the checkpoint stores it) and keeps it in float32.
 
@@ -32,7 +38,7 @@ class RotaryFrequencies(nn.Module):
     def __init__(self, freqs: torch.Tensor) -> None:
         super().__init__()
         self._exact = freqs.detach().to("cpu", torch.float32).clone()
-        self.freqs = nn.Parameter(self._exact.clone(), requires_grad=False)
+        self.freqs = nn.Parameter(on_default_device(self._exact), requires_grad=False)
 
     def _apply(self, fn, recurse: bool = True):
         super()._apply(fn, recurse)
@@ -63,11 +69,16 @@ def axial_angles(height: int, width: int, freqs: torch.Tensor) -> torch.Tensor:
     )
 
 
-def rotate_pairs(x: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
-    """Rotate the first angles.shape[-1] features of x pairwise; the remaining features pass through."""
-    n = angles.shape[-1]
+def rotation_table(angles: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """(cos, sin) of `angles`, computed in float32 and cast once for reuse by every layer."""
+    return angles.cos().to(dtype), angles.sin().to(dtype)
+
+
+def rotate_pairs(x: torch.Tensor, table: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """Rotate the first table[0].shape[-1] features of x pairwise; the remaining features pass through."""
+    cos, sin = table
+    n = cos.shape[-1]
     head, tail = x[..., :n], x[..., n:]
-    cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
     pairs = head.unflatten(-1, (-1, 2))
     swapped = torch.stack((-pairs[..., 1], pairs[..., 0]), dim=-1).flatten(-2)
     rotated = head * cos + swapped * sin

@@ -1,0 +1,46 @@
+"""`python -m bench [world ...]`: per-world tick benchmarks; the last line is JSON."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from bench import minecraft
+from engine.backends.device import resolve_device, resolve_dtype
+from engine.errors import EngineError
+
+BENCHES = {"minecraft": minecraft}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("worlds", nargs="*", default=list(BENCHES), choices=list(BENCHES))
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    parser.add_argument("--dtype", default=None, help="fp32, bf16 or fp16 (default: bf16 on CUDA, fp32 on CPU)")
+    parser.add_argument("--size", choices=("medium", "full"), default=None,
+                        help="network size (default: medium on CPU, full on CUDA)")
+    parser.add_argument("--window", type=int, default=None, help="sampler window (default: 8 on CPU, 32 on CUDA)")
+    parser.add_argument("--steps", type=int, default=10, help="denoising steps per tick")
+    parser.add_argument("--ticks", type=int, default=None, help="timed ticks per sampler (default: 5 CPU, 20 CUDA)")
+    args = parser.parse_args(argv)
+    try:
+        device = resolve_device(args.device)
+        dtype = resolve_dtype(args.dtype, device)
+    except EngineError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    on_gpu = device.type == "cuda"
+    figures = []
+    for world in args.worlds:
+        result = BENCHES[world].run(device, dtype, size=args.size or ("full" if on_gpu else "medium"),
+                                    window=args.window or (32 if on_gpu else 8), steps=args.steps,
+                                    ticks=args.ticks or (20 if on_gpu else 5))
+        BENCHES[world].print_table(result)
+        figures.append(result)
+    print(json.dumps({"benchmarks": figures}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

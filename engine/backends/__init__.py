@@ -1,0 +1,1 @@
+"""Where and how networks run: device and precision selection, eager and compiled backends."""

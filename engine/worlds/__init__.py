@@ -1,0 +1,1 @@
+"""World definitions (assets/worlds/*.yaml) and the sessions that run one tick."""
