@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 from engine.errors import EngineError
@@ -33,3 +35,14 @@ def resolve_dtype(name: str | None, device: torch.device) -> torch.dtype:
 
 def dtype_name(dtype: torch.dtype) -> str:
     return {v: k for k, v in DTYPES.items()}[dtype]
+
+
+def leave_core_for_io(device: torch.device) -> None:
+    """On CPU, keep one core free for the video encoder and the window.
+
+    PyTorch's OpenMP workers spin while waiting; with every core busy in matmuls, a concurrent
+    ffmpeg or render thread slows a tick down several times over.
+    """
+    cores = os.cpu_count() or 1
+    if device.type == "cpu" and cores > 1 and "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(cores - 1)

@@ -1,0 +1,49 @@
+"""Headless run: prompt + action file -> mp4 + npz, no window (launcher.py --headless)."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+from tqdm import tqdm
+
+from app.recording import SegmentWriter
+from engine.actions.vpt import load_action_stream
+from engine.backends.device import leave_core_for_io
+from engine.checkpoints.verify import file_sha256
+from engine.errors import ConfigError
+from engine.worlds.loader import open_session
+
+
+def run_headless(args: argparse.Namespace) -> None:
+    session = open_session(
+        str(args.config or args.world), device=args.device, dtype=args.dtype, checkpoints=dict(args.weights),
+        prompt=args.prompt, sampler=args.sampler, steps=args.steps, seed=args.seed,
+        allow_download=not args.offline)
+    leave_core_for_io(session.device)
+    prompt = session.prompt_latents
+    prompt_frames = prompt.shape[1]
+    if args.frames <= prompt_frames:
+        raise ConfigError(f"--frames {args.frames} must exceed the {prompt_frames} prompt frame(s)")
+    if args.actions is None:
+        actions = torch.zeros((args.frames, session.action_dim))
+    else:
+        actions = load_action_stream(args.actions, args.frames, offset=args.action_offset)
+    metadata = session.metadata() | {
+        "checkpoint_sha256": {role: file_sha256(path) for role, path in session.checkpoint_files.items()},
+        "prompt": str(args.prompt or session.cfg.prompt.file), "actions_file": str(args.actions or ""),
+        "action_offset": args.action_offset,
+    }
+    writer = SegmentWriter(args.out.with_suffix(""), world=session.world, fps=session.fps, metadata=metadata)
+    start = time.perf_counter()
+    try:
+        for j in range(prompt_frames):
+            writer.append(session.decode(prompt[:, j]).cpu().numpy(), actions[j].numpy(),
+                          timestamp=time.perf_counter() - start)
+        for j in tqdm(range(prompt_frames, args.frames), desc=f"{session.world} frames", unit="frame"):
+            frame = session.step(actions[j])
+            writer.append(frame.cpu().numpy(), actions[j].numpy(), timestamp=time.perf_counter() - start)
+    finally:
+        writer.close()
+    print(f"wrote {args.out} and {args.out.with_suffix('.npz')} ({args.frames} frames)")

@@ -1,0 +1,96 @@
+"""Play a world model: `python launcher.py --world minecraft` (window) or `--headless` (files only)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from engine.errors import EngineError
+from engine.worlds.config import available_worlds
+
+
+def weight_override(text: str) -> tuple[str, Path]:
+    role, sep, path = text.partition("=")
+    if not sep or not role or not path:
+        raise argparse.ArgumentTypeError(f"expected ROLE=PATH (e.g. dit=oasis500m.safetensors), got '{text}'")
+    return role, Path(path)
+
+
+def window_size(text: str) -> tuple[int, int]:
+    width, sep, height = text.lower().partition("x")
+    if not sep or not width.isdigit() or not height.isdigit() or int(width) < 1 or int(height) < 1:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT in pixels (e.g. 1280x720), got '{text}'")
+    return int(width), int(height)
+
+
+def add_player_arguments(parser: argparse.ArgumentParser) -> None:
+    player = parser.add_argument_group("player window")
+    player.add_argument("--window-size", type=window_size, metavar="WxH",
+                        help="window size in pixels (default: the world's `player.window_size`, else 1280x720)")
+    player.add_argument("--filter", choices=("nearest", "bilinear", "sharp"),
+                        help="how frames are scaled up (default: the world's `player.filter`, else bilinear)")
+    player.add_argument("--fullscreen", action="store_true", help="start in fullscreen (F11 toggles)")
+    player.add_argument("--fps", type=float,
+                        help="model ticks per second (default: the world's fps; 0: as fast as the model goes)")
+    player.add_argument("--mouse-sensitivity", type=float, default=1.0,
+                        help="multiplies the keymap's degrees of camera turn per pixel of mouse motion")
+    player.add_argument("--keymap", type=Path, help="a keymap .yaml of your own (default: the world's)")
+    player.add_argument("--record", action="store_true", help="start recording at launch (, toggles)")
+    player.add_argument("--recordings", type=Path, default=Path("recordings"),
+                        help="folder for recordings (<world>/<YYYYmmdd-HHMMSS>.mp4 + .npz) and screenshots")
+    player.add_argument("--record-max-mb", type=int, default=1024,
+                        help="split a recording into parts of about this size (0: never split)")
+    source = player.add_mutually_exclusive_group()
+    source.add_argument("--replay", type=Path, metavar="NPZ",
+                        help="feed a recording's actions through the model and check its frames come out the same")
+    source.add_argument("--view", type=Path, metavar="FILE", help="step through a recording (.npz or .mp4)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python launcher.py", description=__doc__)
+    world = parser.add_argument_group("world")
+    world.add_argument("--world", default="minecraft", help=f"one of: {', '.join(available_worlds())}")
+    world.add_argument("--config", type=Path, help="a world .yaml file of your own (overrides --world)")
+    world.add_argument("--weights", type=weight_override, action="append", default=[], metavar="ROLE=PATH",
+                       help="use this checkpoint file for a network role (dit=..., vae=...)")
+    world.add_argument("--offline", action="store_true", help="never download; report what is missing")
+    world.add_argument("--prompt", type=Path, help="prompt image or video (default: the world's spawn frame)")
+    run = parser.add_argument_group("inference")
+    run.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    run.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), help="default: bf16 on CUDA, fp32 on CPU")
+    run.add_argument("--steps", type=int, help="denoising steps per frame (default: the world's)")
+    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--sampler", choices=("cached", "reference"), default="cached",
+                     help="cached: exact, context computed once; reference: the original algorithm")
+    headless = parser.add_argument_group("headless run")
+    headless.add_argument("--headless", action="store_true", help="no window: generate --frames frames to --out")
+    headless.add_argument("--actions", type=Path, help="actions: VPT .jsonl, one-hot .safetensors or recording .npz")
+    headless.add_argument("--action-offset", type=int, default=0, help="first action row to use")
+    headless.add_argument("--frames", type=int, default=32, help="frames in the output, prompt frames included")
+    headless.add_argument("--out", type=Path, default=Path("run.mp4"), help="output .mp4 (the .npz goes beside it)")
+    add_player_arguments(parser)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.headless:
+            from app.headless import run_headless
+
+            run_headless(args)
+        else:
+            from app.player import run_player
+
+            run_player(args)
+    except EngineError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
