@@ -1,4 +1,4 @@
-"""`python -m bench [world ...]`: per-world tick benchmarks; the last line is JSON."""
+"""`python -m bench [name ...]`: tick and retrieval benchmarks; the last line is JSON."""
 
 from __future__ import annotations
 
@@ -6,11 +6,25 @@ import argparse
 import json
 import sys
 
-from bench import minecraft
+import torch
+
+from bench import minecraft, retrieval
 from engine.backends.device import resolve_device, resolve_dtype
 from engine.errors import EngineError
 
-BENCHES = {"minecraft": minecraft}
+
+def run_minecraft(args: argparse.Namespace, device: torch.device, dtype: torch.dtype) -> dict:
+    on_gpu = device.type == "cuda"
+    return minecraft.run(device, dtype, size=args.size or ("full" if on_gpu else "medium"),
+                         window=args.window or (32 if on_gpu else 8), steps=args.steps,
+                         ticks=args.ticks or (20 if on_gpu else 5))
+
+
+def run_retrieval(args: argparse.Namespace, device: torch.device, dtype: torch.dtype) -> dict:
+    return retrieval.run(device)
+
+
+BENCHES = {"minecraft": (run_minecraft, minecraft.print_table), "retrieval": (run_retrieval, retrieval.print_table)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,13 +44,11 @@ def main(argv: list[str] | None = None) -> int:
     except EngineError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    on_gpu = device.type == "cuda"
     figures = []
     for world in args.worlds:
-        result = BENCHES[world].run(device, dtype, size=args.size or ("full" if on_gpu else "medium"),
-                                    window=args.window or (32 if on_gpu else 8), steps=args.steps,
-                                    ticks=args.ticks or (20 if on_gpu else 5))
-        BENCHES[world].print_table(result)
+        run, print_table = BENCHES[world]
+        result = run(args, device, dtype)
+        print_table(result)
         figures.append(result)
     print(json.dumps({"benchmarks": figures}))
     return 0

@@ -1,0 +1,1 @@
+"""Pose math (camera matrices, Plücker rays) and FOV-overlap memory retrieval."""
