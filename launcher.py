@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -81,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
 
             run_headless(args)
         else:
+            os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
             from app.player import run_player
 
             run_player(args)

@@ -11,6 +11,7 @@ from torch import nn
 from engine.backends.device import resolve_device, resolve_dtype
 from engine.checkpoints.loading import load_into
 from engine.checkpoints.resolve import resolve_checkpoint_files
+from engine.checkpoints.verify import checkpoint_prefix
 from engine.worlds.config import load_world_config
 from engine.worlds.networks import build_networks
 from engine.worlds.oasis import OasisSession
@@ -24,7 +25,7 @@ def load_networks(cfg: DictConfig, files: dict[str, Path], device: torch.device,
     networks = build_networks(cfg, "meta")
     for role, module in networks.items():
         module.to_empty(device=device)
-        load_into(module, files[role])
+        load_into(module, files[role], prefix=checkpoint_prefix(cfg, role))
         networks[role] = module.to(dtype)
     return networks
 
