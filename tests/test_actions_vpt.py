@@ -181,7 +181,7 @@ def _columns(action: torch.Tensor) -> set[str]:
 
 def test_keys_and_buttons_set_their_columns(keymap: Keymap) -> None:
     expected = {"w": "forward", "s": "back", "a": "left", "d": "right", "space": "jump", "left shift": "sneak",
-                "left ctrl": "sprint", "e": "inventory", "q": "drop", "f": "swapHands",
+                "left ctrl": "sprint", "e": "inventory", "g": "drop", "f": "swapHands",
                 **{str(i): f"hotbar.{i}" for i in range(1, 10)}}
     for key, column in expected.items():
         action = keymap.to_action({key}, set(), 0.0, 0.0)
@@ -218,12 +218,12 @@ def test_camera_bin_rounding_is_symmetric() -> None:
 
 def test_camera_settings_from_yaml(tmp_path: Path) -> None:
     path = tmp_path / "mine.yaml"
-    path.write_text("extends: minecraft\nkeys: {q: null, up: forward}\n"
+    path.write_text("extends: minecraft\nkeys: {g: null, up: forward}\n"
                     "camera: {sensitivity: 1.0, max_degrees: 5, invert_y: true}\n")
     keymap = Keymap.load(path)
     assert keymap.camera_bins(3, 3) == (34, 46)          # inverted y; 3 deg = 6 bins
     assert keymap.camera_bins(100, -100) == (50, 50)     # clamped to 5 deg
-    assert _columns(keymap.to_action({"q"}, set(), 0, 0)) == set()
+    assert _columns(keymap.to_action({"g"}, set(), 0, 0)) == set()
     assert _columns(keymap.to_action({"up", "w"}, {"left"}, 0, 0)) == {"forward", "attack"}
 
 
