@@ -84,22 +84,19 @@ class InputState:
             self._first_event = time.perf_counter()
 
     def key(self, name: str, down: bool) -> None:
-        with self._lock:
-            self._touch()
-            if down:
-                self._held_keys.add(name)
-                self._tapped_keys.add(name)
-            else:
-                self._held_keys.discard(name)
+        self._press(self._held_keys, self._tapped_keys, name, down)
 
     def button(self, name: str, down: bool) -> None:
+        self._press(self._held_buttons, self._tapped_buttons, name, down)
+
+    def _press(self, held: set[str], tapped: set[str], name: str, down: bool) -> None:
         with self._lock:
             self._touch()
             if down:
-                self._held_buttons.add(name)
-                self._tapped_buttons.add(name)
+                held.add(name)
+                tapped.add(name)
             else:
-                self._held_buttons.discard(name)
+                held.discard(name)
 
     def move(self, dx: float, dy: float) -> None:
         with self._lock:

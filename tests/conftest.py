@@ -33,6 +33,23 @@ def read_json(path: Path) -> dict:
     return json.loads(path.read_text())
 
 
+@pytest.fixture(scope="module")
+def display():
+    """A private Xvfb display for the window tests, set as DISPLAY while the module runs."""
+    from tests.test_app_support import display_env, xvfb
+
+    with xvfb() as name, display_env(name):
+        yield name
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory, oasis_dir: Path) -> Path:
+    """The tiny Oasis world with a VAE that paints flat patches (video-friendly), for the app tests."""
+    from tests.test_app_support import flat_patch_world
+
+    return flat_patch_world(tmp_path_factory.mktemp("world"), oasis_dir)
+
+
 @pytest.fixture(autouse=True)
 def _deterministic_threads():
     torch.manual_seed(0)

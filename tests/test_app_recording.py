@@ -21,28 +21,15 @@ from engine.errors import ConfigError
 from tests.conftest import PROJECT_ROOT
 from tests.test_app_support import (
     TickLog,
-    display_env,
     find_window,
     flat_patch_world,
     player_args,
     psnr,
     pump,
     xdotool,
-    xvfb,
 )
 
 FORWARD = ACTION_KEYS.index("forward")
-
-
-@pytest.fixture(scope="module")
-def display():
-    with xvfb() as name, display_env(name):
-        yield name
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory, oasis_dir: Path) -> Path:
-    return flat_patch_world(tmp_path_factory.mktemp("world"), oasis_dir)
 
 
 def mp4_frames(path: Path) -> list[np.ndarray]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,29 +18,15 @@ from engine.actions.vpt import ACTION_KEYS, PITCH_COLUMN, YAW_COLUMN
 from tests.conftest import PROJECT_ROOT
 from tests.test_app_support import (
     TickLog,
-    display_env,
     find_window,
-    flat_patch_world,
     player_args,
     pump,
     xdotool,
-    xvfb,
 )
 
 FORWARD, JUMP, SNEAK, ATTACK, INVENTORY = (ACTION_KEYS.index(k) for k in ("forward", "jump", "sneak", "attack",
                                                                            "inventory"))
 DEGREES_PER_UNIT = 20.0  # camera column value 1.0 = 40 bins of 0.5 degrees
-
-
-@pytest.fixture(scope="module")
-def display():
-    with xvfb() as name, display_env(name):
-        yield name
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory, oasis_dir: Path) -> Path:
-    return flat_patch_world(tmp_path_factory.mktemp("world"), oasis_dir)
 
 
 @pytest.fixture
