@@ -88,9 +88,14 @@ class AxialAttention(nn.Module):
         self.to_out = nn.Linear(dim, dim)
         self.rotary_emb = rotary_emb
 
-    def split_heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(..., D) -> three (..., heads, head_dim) tensors."""
-        return tuple(t.unflatten(-1, (self.heads, -1)) for t in self.to_qkv(x).chunk(3, dim=-1))
+    def project(self, x: torch.Tensor, rope: RotationTable) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(..., D) -> q, k, v of shape (..., heads, head_dim), q and k rotated together in one pass.
+
+        `rope` broadcasts against (..., 2, heads, head_dim).
+        """
+        qkv = self.to_qkv(x).unflatten(-1, (3, self.heads, -1))
+        qk = rotate_pairs(qkv[..., :2, :, :], rope)
+        return qk[..., 0, :, :], qk[..., 1, :, :], qkv[..., 2, :, :]
 
 
 @dataclass
@@ -123,11 +128,10 @@ class DiTBlock(nn.Module):
         self.t_adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
 
     def spatial(self, x: torch.Tensor, cond: torch.Tensor, rope: RotationTable) -> torch.Tensor:
-        """x (B, T, h, w, D), cond (B, T, D), rope: cos/sin (h, w, 1, head_dim)."""
+        """x (B, T, h, w, D), cond (B, T, D), rope: cos/sin (h, w, 1, 1, head_dim)."""
         mods = self.s_adaLN_modulation(cond)[:, :, None, None].chunk(6, dim=-1)
         b, t, h, w, d = x.shape
-        q, k, v = self.s_attn.split_heads(modulate(layer_norm(x), mods[0], mods[1]))
-        q, k = rotate_pairs(q, rope), rotate_pairs(k, rope)
+        q, k, v = self.s_attn.project(modulate(layer_norm(x), mods[0], mods[1]), rope)
         q, k, v = (z.reshape(b * t, h * w, self.s_attn.heads, -1).transpose(1, 2) for z in (q, k, v))
         attn = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, t, h, w, d)
         x = x + mods[2] * self.s_attn.to_out(attn)
@@ -136,15 +140,14 @@ class DiTBlock(nn.Module):
     def temporal(self, x: torch.Tensor, cond: torch.Tensor, rope: RotationTable,
                  cache: tuple[torch.Tensor, torch.Tensor] | None, start: int,
                  keys_only: bool = False) -> torch.Tensor | None:
-        """x (B, T, h, w, D) holds frames at positions start .. start+T-1; rope: cos/sin (T, 1, 1, 1, head_dim).
+        """x (B, T, h, w, D) holds frames at positions start .. start+T-1; rope: cos/sin (T, 1, 1, 1, 1, head_dim).
 
         With a cache, these frames' keys/values are written at slots start .. start+T-1 and the
         queries attend causally over slots 0 .. start+T-1. `keys_only` stops after writing them.
         """
         mods = self.t_adaLN_modulation(cond)[:, :, None, None].chunk(6, dim=-1)
         b, t, h, w, d = x.shape
-        q, k, v = self.t_attn.split_heads(modulate(layer_norm(x), mods[0], mods[1]))
-        q, k = rotate_pairs(q, rope), rotate_pairs(k, rope)
+        q, k, v = self.t_attn.project(modulate(layer_norm(x), mods[0], mods[1]), rope)
         q, k, v = (z.permute(0, 2, 3, 4, 1, 5).reshape(b * h * w, self.t_attn.heads, t, -1) for z in (q, k, v))
         if cache is None:
             attn = F.scaled_dot_product_attention(q, k, v, is_causal=True)
@@ -264,8 +267,8 @@ class OasisDiT(nn.Module):
              cache: TemporalCache | None, start: int, keys_only: bool = False) -> torch.Tensor | None:
         tokens = self.patchify(x)
         cond = self.conditioning(t, actions)
-        s_rope = rotation_table(self.spatial_angles()[:, :, None], tokens.dtype)
-        t_rope = rotation_table(self.temporal_angles(start, x.shape[1])[:, None, None, None], tokens.dtype)
+        s_rope = rotation_table(self.spatial_angles()[:, :, None, None], tokens.dtype)
+        t_rope = rotation_table(self.temporal_angles(start, x.shape[1])[:, None, None, None, None], tokens.dtype)
         last = self.depth - 1
         for i, block in enumerate(self.blocks):
             tokens = block.spatial(tokens, cond, s_rope)
