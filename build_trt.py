@@ -1,0 +1,129 @@
+"""Export a world's networks to ONNX, check them in onnxruntime, and build TensorRT engines.
+
+    python build_trt.py --world minecraft [--config my_world.yaml] [--weights dit=path]
+                        [--precision fp16|bf16|fp32] [--out engines/] [--onnx-only]
+
+Writes `<out>/<world>/<network>.onnx`, `<network>.json` (sidecar) and, unless `--onnx-only`,
+`<network>.plan`. An engine whose sidecar still matches (checkpoint, ONNX graph, precision, GPU,
+TensorRT version) is reused. The ONNX graphs are exported in fp32; the precision is TensorRT's.
+TensorRT itself was never run on this project's machines (see engine/backends/tensorrt.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from engine.errors import EngineError
+
+PROJECT_ROOT = Path(__file__).resolve().parent
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--world", default="minecraft", help="world name under assets/worlds/")
+    parser.add_argument("--config", help="a world .yaml file (overrides --world)")
+    parser.add_argument("--weights", action="append", default=[], metavar="ROLE=PATH",
+                        help="checkpoint file for a network role, e.g. dit=./my.safetensors (repeatable)")
+    parser.add_argument("--precision", default="bf16", choices=("fp16", "bf16", "fp32"))
+    parser.add_argument("--out", default=str(PROJECT_ROOT / "engines"), help="engines folder")
+    parser.add_argument("--onnx-only", action="store_true", help="stop after the ONNX export and check")
+    parser.add_argument("--atol", type=float, default=1e-3,
+                        help="largest accepted |onnxruntime - PyTorch| difference (fp32)")
+    parser.add_argument("--no-download", action="store_true", help="never download missing checkpoints")
+    return parser.parse_args(argv)
+
+
+def parse_weights(entries: Sequence[str]) -> dict[str, Path]:
+    weights = {}
+    for entry in entries:
+        role, sep, path = entry.partition("=")
+        if not sep or not role or not path:
+            raise EngineError(f"--weights {entry}: expected ROLE=PATH, e.g. dit=./oasis500m.safetensors")
+        weights[role] = Path(path)
+    return weights
+
+
+def build(args: argparse.Namespace) -> None:
+    import torch
+
+    from engine.backends.export import export_all, oasis_exports
+    from engine.backends.tensorrt import (
+        build_engine,
+        check_sidecar,
+        onnx_sha256,
+        onnx_signature,
+        read_sidecar,
+        tensorrt_environment,
+        write_sidecar,
+    )
+    from engine.checkpoints.resolve import resolve_checkpoint_files
+    from engine.checkpoints.verify import file_sha256
+    from engine.worlds.config import load_world_config
+    from engine.worlds.loader import load_networks
+
+    cfg = load_world_config(args.config or args.world)
+    files = resolve_checkpoint_files(cfg, explicit=parse_weights(args.weights),
+                                     allow_download=not args.no_download)
+    networks = load_networks(cfg, files, torch.device("cpu"), torch.float32)
+    folder = Path(args.out) / str(cfg.name)
+    specs = oasis_exports(networks["dit"], networks["vae"])
+    previous = {spec.name: read_sidecar(folder / f"{spec.name}.json") for spec in specs}
+    checkpoint_sha = {role: file_sha256(path) for role, path in files.items()}
+    exported = export_all(specs, folder, args.atol)
+
+    sidecars = {}
+    for spec in specs:
+        result = exported[spec.name]
+        sidecars[spec.name] = {
+            "world": str(cfg.name), "network": spec.name, "onnx": result["path"].name,
+            **onnx_signature(result["path"]), "onnx_sha256": onnx_sha256(result["path"]),
+            "checkpoint": str(files[spec.role]), "checkpoint_sha256": checkpoint_sha[spec.role],
+            "precision": args.precision, "exporter": result["exporter"],
+            "onnx_max_abs_diff": result["max_abs_diff"], "plan": None, "gpu": None, "tensorrt_version": None,
+        }
+        print(f"{spec.name}: {result['path']} ({result['exporter']} exporter, "
+              f"max |onnxruntime - torch| = {result['max_abs_diff']:.2e})")
+    if args.onnx_only:
+        for name, sidecar in sidecars.items():
+            old = previous[name]
+            if old and check_sidecar(old, sidecar) is None:
+                # The engine built earlier is still this graph: keep its record for the next build.
+                sidecar |= {key: old.get(key) for key in ("plan", "gpu", "tensorrt_version")}
+            write_sidecar(folder / f"{name}.json", sidecar)
+        print(f"ONNX files and sidecars in {folder}; no TensorRT engines built (--onnx-only)")
+        return
+
+    stale = {name: check_sidecar(previous[name], sidecar) for name, sidecar in sidecars.items()}
+    for name, reason in stale.items():
+        if reason:
+            print(f"{name}: engine will be rebuilt: {reason}")
+    environment = tensorrt_environment()
+    from tqdm import tqdm
+
+    for name in tqdm(sidecars, desc="build TensorRT", unit="net"):
+        sidecar = sidecars[name] | environment
+        plan = folder / f"{name}.plan"
+        reason = check_sidecar(previous[name], sidecar) if plan.is_file() else "the engine file is missing"
+        if reason is None:
+            tqdm.write(f"{name}: reusing {plan}")
+            continue
+        tqdm.write(f"{name}: building {plan} ({args.precision}): {reason}")
+        build_engine(folder / sidecar["onnx"], plan, args.precision)
+        write_sidecar(folder / f"{name}.json", sidecar | {"plan": plan.name})
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        build(args)
+    except EngineError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

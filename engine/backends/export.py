@@ -1,0 +1,222 @@
+"""ONNX export of the Oasis networks in their play configuration, checked in onnxruntime.
+
+Every wrapper has static shapes and a plain-tensor signature, as TensorRT wants them:
+
+- `DiTStep`: one denoising step of the newest frame at window position `max_frames - 1`
+  against the context keys/values given as input tensors (the steady state of
+  `CachedDiffusionForcing`; the position is fixed when the wrapper is built, not an input).
+- `DiTPrefill`: the `max_frames - 1` context frames -> every layer's temporal keys/values.
+- `VAEDecoder`: latent tokens -> image; `VAEEncoder`: image -> posterior mean.
+
+Exporter: `torch.onnx.export(..., dynamo=True)` (torch.export + onnxscript) is used first; it
+handles the in-place cache writes of `forward_cached` (they are functionalised) and is the path
+that exported all four networks on torch 2.13 (onnxruntime parity ~1e-6 at fixture size). When
+it raises, `export_onnx` falls back to the TorchScript exporter (`dynamo=False`) and reports
+which one produced the file. That fallback is only good for the VAE on torch 2.13: for the DiT
+prefill it loses the cache writes (a graph without inputs, which `check_onnx` rejects) and for
+the DiT step it crashed the process, so the DiT needs the torch.export path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from engine.errors import EngineError
+from engine.models.oasis_dit import OasisDiT, TemporalCache
+from engine.models.oasis_vae import OasisVAE
+
+# Models whose weights exceed this are written with external data (the protobuf limit is 2 GiB).
+EXTERNAL_DATA_BYTES = 1 << 30
+
+
+class DiTStep(nn.Module):
+    """Newest frame (B, 1, C, H, W) at position `context` against `context` cached frames -> v-prediction."""
+
+    def __init__(self, dit: OasisDiT) -> None:
+        super().__init__()
+        self.dit = dit
+        self.context = dit.max_frames - 1
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, action: torch.Tensor, keys: torch.Tensor,
+                values: torch.Tensor) -> torch.Tensor:
+        if keys.shape[3] != self.context:
+            raise ValueError(f"cache holds {keys.shape[3]} frames, the step was built for {self.context}")
+        # One scratch slot after the context, as in the sampler's preallocated cache.
+        slot = keys.new_zeros((*keys.shape[:3], 1, keys.shape[4]))
+        cache = TemporalCache(torch.cat((keys, slot), dim=3), torch.cat((values, slot), dim=3))
+        return self.dit.forward_cached(x, t, action, cache, self.context)
+
+
+class DiTPrefill(nn.Module):
+    """Context frames (B, S, C, H, W) at positions 0 .. S-1 -> keys, values (depth, B*h*w, heads, S, head_dim)."""
+
+    def __init__(self, dit: OasisDiT) -> None:
+        super().__init__()
+        self.dit = dit
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        cache = self.dit.new_cache(x.shape[0], x.shape[1])
+        self.dit.forward_cached(x, t, action, cache, 0, keys_only=True)
+        return cache.keys, cache.values
+
+
+class VAEDecoder(nn.Module):
+    """Latent tokens (B, N, latent_dim) -> images (B, 3, H, W) in [-1, 1]."""
+
+    def __init__(self, vae: OasisVAE) -> None:
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, latents: torch.Tensor) -> torch.Tensor:
+        return self.vae.decode(latents)
+
+
+class VAEEncoder(nn.Module):
+    """Images (B, 3, H, W) in [-1, 1] -> posterior mean (B, N, latent_dim)."""
+
+    def __init__(self, vae: OasisVAE) -> None:
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.vae.encode(images)[0]
+
+
+@dataclass
+class ExportSpec:
+    """One network to export: the wrapper, example inputs of the play shapes, and I/O names."""
+
+    name: str
+    role: str
+    module: nn.Module
+    inputs: tuple[torch.Tensor, ...]
+    input_names: list[str]
+    output_names: list[str]
+
+
+def oasis_exports(dit: OasisDiT, vae: OasisVAE, batch: int = 1, seed: int = 0,
+                  context_level: int = 14, step_level: int = 500) -> list[ExportSpec]:
+    """The four Oasis exports with example inputs drawn from `seed` (keys/values from a real prefill)."""
+    gen = torch.Generator().manual_seed(seed)
+    param = dit.x_embedder.proj.weight
+    dtype = param.dtype
+    context = dit.max_frames - 1
+    height, width = (g * dit.patch_size for g in dit.grid)
+    frame = (dit.in_channels, height, width)
+
+    def normal(*shape: int) -> torch.Tensor:
+        return torch.randn(shape, generator=gen).to(param.device, dtype)
+
+    prefill = DiTPrefill(dit)
+    prefill_inputs = (normal(batch, context, *frame),
+                      torch.full((batch, context), context_level, dtype=torch.long, device=param.device),
+                      normal(batch, context, dit.external_cond_dim))
+    with torch.no_grad():
+        keys, values = prefill(*prefill_inputs)
+    step_inputs = (normal(batch, 1, *frame),
+                   torch.full((batch, 1), step_level, dtype=torch.long, device=param.device),
+                   normal(batch, 1, dit.external_cond_dim), keys, values)
+    image_h, image_w = vae.image_size
+    tokens = vae.grid[0] * vae.grid[1]
+    vae_dtype = vae.predictor.weight.dtype
+    images = (torch.rand((batch, 3, image_h, image_w), generator=gen) * 2 - 1).to(param.device, vae_dtype)
+    latents = torch.randn((batch, tokens, vae.latent_dim), generator=gen).to(param.device, vae_dtype)
+    return [
+        ExportSpec("dit_prefill", "dit", prefill, prefill_inputs, ["x", "t", "action"], ["keys", "values"]),
+        ExportSpec("dit_step", "dit", DiTStep(dit), step_inputs, ["x", "t", "action", "keys", "values"],
+                   ["v"]),
+        ExportSpec("vae_decoder", "vae", VAEDecoder(vae), (latents,), ["latents"], ["images"]),
+        ExportSpec("vae_encoder", "vae", VAEEncoder(vae), (images,), ["images"], ["mean"]),
+    ]
+
+
+def _weight_bytes(module: nn.Module) -> int:
+    return sum(p.numel() * p.element_size() for p in module.parameters())
+
+
+def export_onnx(module: nn.Module, inputs: tuple[torch.Tensor, ...], path: Path, input_names: Sequence[str],
+                output_names: Sequence[str]) -> str:
+    """Write `module` as ONNX; returns the exporter used: 'dynamo' or 'torchscript' (the fallback)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    external = _weight_bytes(module) > EXTERNAL_DATA_BYTES
+    common = {"input_names": list(input_names), "output_names": list(output_names), "verbose": False}
+    module = module.eval()
+    quiet = logging.getLogger("torch.onnx")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        with torch.no_grad(), contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torch-internal deprecations, not ours to fix
+            torch.onnx.export(module, inputs, str(path), dynamo=True, external_data=external, **common)
+        return "dynamo"
+    except Exception as exc:  # the dynamo path can fail on any unsupported op; the fallback decides
+        dynamo_error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+    finally:
+        quiet.setLevel(level)
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            # Its deprecation notice and tracer warnings say nothing check_onnx does not test.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            torch.onnx.export(module, inputs, str(path), dynamo=False, do_constant_folding=True, **common)
+    except Exception as exc:
+        raise EngineError(f"ONNX export of {path.stem} failed: torch.export path: {dynamo_error}; "
+                          f"TorchScript path: {type(exc).__name__}: {exc}") from None
+    tqdm.write(f"{path.stem}: torch.export path failed ({dynamo_error}), used the TorchScript exporter")
+    return "torchscript"
+
+
+def _numpy(tensor: torch.Tensor) -> np.ndarray:
+    return tensor.detach().cpu().numpy()
+
+
+def run_onnx(model_path: Path, inputs: Sequence[torch.Tensor]) -> list[np.ndarray]:
+    """Run an ONNX file in onnxruntime on the CPU, inputs bound by position."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+    feeds = {arg.name: _numpy(tensor) for arg, tensor in zip(session.get_inputs(), inputs, strict=True)}
+    return session.run(None, feeds)
+
+
+def check_onnx(model_path: str | Path, torch_module: nn.Module, inputs: Sequence[torch.Tensor],
+               atol: float) -> float:
+    """Max abs difference between onnxruntime (CPU) and PyTorch over all outputs; EngineError above `atol`."""
+    with torch.no_grad():
+        expected = torch_module(*inputs)
+    expected = expected if isinstance(expected, tuple) else (expected,)
+    got = run_onnx(Path(model_path), inputs)
+    if len(got) != len(expected):
+        raise EngineError(f"ONNX model {model_path} has {len(got)} outputs, PyTorch gives {len(expected)}")
+    diff = 0.0
+    for out, ref in zip(got, expected, strict=True):
+        if out.shape != tuple(ref.shape):
+            raise EngineError(f"ONNX model {model_path}: output shape {out.shape} != PyTorch {tuple(ref.shape)}")
+        diff = max(diff, float(np.abs(out.astype(np.float64) - _numpy(ref.float()).astype(np.float64)).max()))
+    if not diff <= atol:
+        raise EngineError(f"ONNX model {model_path} differs from PyTorch by {diff:.3g} (tolerance {atol:g})")
+    return diff
+
+
+def export_all(specs: Sequence[ExportSpec], folder: Path, atol: float) -> dict[str, dict]:
+    """Export and check every spec into `folder/<name>.onnx`; per name: path, exporter, max abs diff."""
+    results = {}
+    for spec in tqdm(specs, desc="export ONNX", unit="net"):
+        path = folder / f"{spec.name}.onnx"
+        exporter = export_onnx(spec.module, spec.inputs, path, spec.input_names, spec.output_names)
+        diff = check_onnx(path, spec.module, spec.inputs, atol)
+        results[spec.name] = {"path": path, "exporter": exporter, "max_abs_diff": diff}
+    return results
