@@ -11,6 +11,7 @@ import time
 
 import torch
 
+from bench.device import device_name, sync
 from engine.backends.device import dtype_name
 from engine.models.oasis_dit import OasisDiT
 from engine.models.oasis_vae import OasisVAE
@@ -43,11 +44,6 @@ def build_models(size: str, window: int, device: torch.device, dtype: torch.dtyp
             if param.requires_grad and param.dim() > 1:
                 param.data.normal_(0, param.shape[1] ** -0.5)
     return dit.to(dtype).eval(), vae.to(dtype).eval()
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 @torch.no_grad()
@@ -100,12 +96,6 @@ def run(device: torch.device, dtype: torch.dtype, size: str = "medium", window: 
         "tick_speedup": round((ref_ms + decode_ms) / (fast_ms + decode_ms), 2),
         "theoretical_speedup": round(theory, 2), "max_abs_diff": max_diff,
     }
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"cpu ({torch.get_num_threads()} threads)"
 
 
 def print_table(result: dict) -> None:

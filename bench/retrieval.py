@@ -13,6 +13,7 @@ import time
 
 import torch
 
+from bench.device import device_name, sync
 from engine.memory.reference_retrieval import reference_retrieve
 from engine.memory.retrieval import generate_points_in_sphere, retrieve
 
@@ -29,11 +30,6 @@ def player_walk(n: int, generator: torch.Generator) -> torch.Tensor:
                         torch.cos(rad) * moving], dim=1)
     pos = step.cumsum(0) + torch.tensor([0.0, 64.0, 0.0])
     return torch.cat([pos, pitch[:, None], yaw[:, None]], dim=1)
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 @torch.no_grad()
@@ -69,12 +65,6 @@ def run(device: torch.device, n_frames_list: tuple[int, ...] = (100, 1000, 10000
             "num_prev_frames": num_prev_frames, "repeats": repeats, "rows": rows,
             "speedups": {str(r["frames"]): r["speedup"] for r in rows},
             "all_identical": all(r["identical"] for r in rows)}
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"cpu ({torch.get_num_threads()} threads)"
 
 
 def print_table(result: dict) -> None:
