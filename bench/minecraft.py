@@ -47,19 +47,26 @@ def build_models(size: str, window: int, device: torch.device, dtype: torch.dtyp
 
 
 @torch.no_grad()
-def time_sampler(sampler, prompt: torch.Tensor, action: torch.Tensor, warmup: int, ticks: int,
-                 device: torch.device) -> tuple[list[float], list[torch.Tensor]]:
-    sampler.reset(prompt)
-    for _ in range(warmup):
-        sampler.step(action)
-    times, frames = [], []
+def time_interleaved(samplers: dict, prompt: torch.Tensor, action: torch.Tensor, warmup: int, ticks: int,
+                     device: torch.device) -> dict[str, tuple[list[float], list[torch.Tensor]]]:
+    """Warm every sampler up past the window, then time their ticks alternately.
+
+    Alternating keeps the ratio honest on a machine whose speed drifts (shared or throttled cores).
+    """
+    for sampler in samplers.values():
+        sampler.reset(prompt)
+        for _ in range(warmup):
+            sampler.step(action)
+    results = {name: ([], []) for name in samplers}
     for _ in range(ticks):
-        sync(device)
-        t0 = time.perf_counter()
-        frames.append(sampler.step(action))
-        sync(device)
-        times.append((time.perf_counter() - t0) * 1000)
-    return times, frames
+        for name, sampler in samplers.items():
+            sync(device)
+            t0 = time.perf_counter()
+            frame = sampler.step(action)
+            sync(device)
+            results[name][0].append((time.perf_counter() - t0) * 1000)
+            results[name][1].append(frame)
+    return results
 
 
 @torch.no_grad()
@@ -72,10 +79,9 @@ def run(device: torch.device, dtype: torch.dtype, size: str = "medium", window: 
     action = torch.zeros((1, dit.external_cond_dim), device=device)
     action[0, 11] = 1.0
     warmup = window
-    results = {}
-    for name, cls in (("reference", ReferenceDiffusionForcing), ("cached", CachedDiffusionForcing)):
-        sampler = cls(dit, settings, SeededNoise(0, device))
-        results[name] = time_sampler(sampler, prompt, action, warmup, ticks, device)
+    samplers = {name: cls(dit, settings, SeededNoise(0, device))
+                for name, cls in (("reference", ReferenceDiffusionForcing), ("cached", CachedDiffusionForcing))}
+    results = time_interleaved(samplers, prompt, action, warmup, ticks, device)
     tokens = torch.zeros((1, vae.grid[0] * vae.grid[1], vae.latent_dim), device=device, dtype=dtype)
     vae.decode(tokens)
     sync(device)

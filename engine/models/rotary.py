@@ -70,12 +70,8 @@ def axial_angles(height: int, width: int, freqs: torch.Tensor) -> torch.Tensor:
 
 
 def rotation_table(angles: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """(cos, signed sin) of `angles` for `rotate_pairs`, computed in float32 and cast once for every layer.
-
-    The sine of each pair's first feature is negated so that a pair swap and one multiply give the rotation.
-    """
-    sign = torch.tensor([-1.0, 1.0], device=angles.device).repeat(angles.shape[-1] // 2)
-    return angles.cos().to(dtype), (angles.sin() * sign).to(dtype)
+    """(cos, sin) of `angles` for `rotate_pairs`, computed in float32 and cast once for every layer."""
+    return angles.cos().to(dtype), angles.sin().to(dtype)
 
 
 def rotate_pairs(x: torch.Tensor, table: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
@@ -83,9 +79,10 @@ def rotate_pairs(x: torch.Tensor, table: tuple[torch.Tensor, torch.Tensor]) -> t
 
     (x[2j], x[2j+1]) -> (x[2j] cos - x[2j+1] sin, x[2j+1] cos + x[2j] sin).
     """
-    cos, signed_sin = table
+    cos, sin = table
     n = cos.shape[-1]
     head, tail = x[..., :n], x[..., n:]
-    swapped = head.unflatten(-1, (-1, 2)).flip(-1).flatten(-2)
-    rotated = head * cos + swapped * signed_sin
+    pairs = head.unflatten(-1, (-1, 2))
+    swapped = torch.stack((-pairs[..., 1], pairs[..., 0]), dim=-1).flatten(-2)
+    rotated = head * cos + swapped * sin
     return rotated if tail.shape[-1] == 0 else torch.cat((rotated, tail), dim=-1)
