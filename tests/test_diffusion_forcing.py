@@ -82,13 +82,13 @@ def test_cached_sampler_reuses_context_until_the_window_slides(dit, spec):
     c, (h, w) = dit.in_channels, (g * dit.patch_size for g in dit.grid)
     sampler.reset(torch.zeros((1, 1, c, h, w)))
     calls = []
-    original = dit.forward_cached
+    original = dit.forward_modulated
 
     def counting(x, *args, **kwargs):
         calls.append(x.shape[1])
         return original(x, *args, **kwargs)
 
-    dit.forward_cached = counting
+    dit.forward_modulated = counting
     try:
         action = torch.zeros((1, dit.external_cond_dim))
         per_tick = []
@@ -97,7 +97,7 @@ def test_cached_sampler_reuses_context_until_the_window_slides(dit, spec):
             sampler.step(action)
             per_tick.append(sum(calls))
     finally:
-        del dit.forward_cached
+        del dit.forward_modulated
     steps, window = settings.ddim_steps, settings.max_frames
     assert per_tick[: window - 1] == [steps + 1] * (window - 1)
     assert per_tick[-1] == steps + window - 1

@@ -30,6 +30,23 @@ from engine.models.rotary import (
 )
 
 RotationTable = tuple[torch.Tensor, torch.Tensor]
+Chunks = tuple[torch.Tensor, ...]
+
+
+@dataclass
+class Modulations:
+    """Every adaLN output for a set of frames: per block (spatial, temporal) chunks and the final layer's.
+
+    Computed once per distinct conditioning, e.g. for all denoising steps of a tick in one batch.
+    """
+
+    blocks: list[tuple[Chunks, Chunks]]
+    final: Chunks
+
+    def frames(self, index: int) -> Modulations:
+        """The modulations of frame `index` along the T axis, as a one-frame Modulations."""
+        pick = lambda chunks: tuple(c[:, index : index + 1] for c in chunks)  # noqa: E731
+        return Modulations([(pick(s), pick(t)) for s, t in self.blocks], pick(self.final))
 
 NOISE_EMBED_DIM = 256
 
@@ -127,9 +144,13 @@ class DiTBlock(nn.Module):
         self.t_mlp = Mlp(dim, hidden)
         self.t_adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
 
-    def spatial(self, x: torch.Tensor, cond: torch.Tensor, rope: RotationTable) -> torch.Tensor:
-        """x (B, T, h, w, D), cond (B, T, D), rope: cos/sin (h, w, 1, 1, head_dim)."""
-        mods = self.s_adaLN_modulation(cond)[:, :, None, None].chunk(6, dim=-1)
+    def modulations(self, cond: torch.Tensor) -> tuple[Chunks, Chunks]:
+        """adaLN (shift, scale, gate) x 2 of the spatial and the temporal sub-block, each (B, T, 1, 1, D)."""
+        return tuple(m(cond)[:, :, None, None].chunk(6, dim=-1)
+                     for m in (self.s_adaLN_modulation, self.t_adaLN_modulation))
+
+    def spatial(self, x: torch.Tensor, mods: Chunks, rope: RotationTable) -> torch.Tensor:
+        """x (B, T, h, w, D), rope: cos/sin (h, w, 1, 1, head_dim)."""
         b, t, h, w, d = x.shape
         q, k, v = self.s_attn.project(modulate(layer_norm(x), mods[0], mods[1]), rope)
         q, k, v = (z.reshape(b * t, h * w, self.s_attn.heads, -1).transpose(1, 2) for z in (q, k, v))
@@ -137,7 +158,7 @@ class DiTBlock(nn.Module):
         x = x + mods[2] * self.s_attn.to_out(attn)
         return x + mods[5] * self.s_mlp(modulate(layer_norm(x), mods[3], mods[4]))
 
-    def temporal(self, x: torch.Tensor, cond: torch.Tensor, rope: RotationTable,
+    def temporal(self, x: torch.Tensor, mods: Chunks, rope: RotationTable,
                  cache: tuple[torch.Tensor, torch.Tensor] | None, start: int,
                  keys_only: bool = False) -> torch.Tensor | None:
         """x (B, T, h, w, D) holds frames at positions start .. start+T-1; rope: cos/sin (T, 1, 1, 1, 1, head_dim).
@@ -145,7 +166,6 @@ class DiTBlock(nn.Module):
         With a cache, these frames' keys/values are written at slots start .. start+T-1 and the
         queries attend causally over slots 0 .. start+T-1. `keys_only` stops after writing them.
         """
-        mods = self.t_adaLN_modulation(cond)[:, :, None, None].chunk(6, dim=-1)
         b, t, h, w, d = x.shape
         q, k, v = self.t_attn.project(modulate(layer_norm(x), mods[0], mods[1]), rope)
         q, k, v = (z.permute(0, 2, 3, 4, 1, 5).reshape(b * h * w, self.t_attn.heads, t, -1) for z in (q, k, v))
@@ -178,8 +198,11 @@ class FinalLayer(nn.Module):
         self.linear = nn.Linear(dim, out_features)
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 2 * dim))
 
-    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        shift, scale = self.adaLN_modulation(cond)[:, :, None, None].chunk(2, dim=-1)
+    def modulations(self, cond: torch.Tensor) -> Chunks:
+        return self.adaLN_modulation(cond)[:, :, None, None].chunk(2, dim=-1)
+
+    def forward(self, x: torch.Tensor, mods: Chunks) -> torch.Tensor:
+        shift, scale = mods
         return self.linear(modulate(layer_norm(x), shift, scale))
 
 
@@ -241,7 +264,7 @@ class OasisDiT(nn.Module):
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, external_cond: torch.Tensor | None = None) -> torch.Tensor:
         """Reference forward: x (B, T, C, H, W), t (B, T) noise levels -> v-prediction (B, T, C, H, W)."""
-        return self._run(x, t, external_cond, cache=None, start=0)
+        return self._run(x, self.modulations(t, external_cond), cache=None, start=0)
 
     def new_cache(self, batch: int, capacity: int | None = None) -> TemporalCache:
         """Preallocate a temporal key/value cache for `capacity` frames (default: max_frames)."""
@@ -251,6 +274,11 @@ class OasisDiT(nn.Module):
         return TemporalCache(torch.zeros(shape, dtype=ref.dtype, device=ref.device),
                              torch.zeros(shape, dtype=ref.dtype, device=ref.device))
 
+    def modulations(self, levels: torch.Tensor, actions: torch.Tensor | None) -> Modulations:
+        """adaLN outputs for noise levels (B, T) and actions (B, T, A), one set per frame."""
+        cond = self.conditioning(levels, actions)
+        return Modulations([block.modulations(cond) for block in self.blocks], self.final_layer.modulations(cond))
+
     def forward_cached(self, x: torch.Tensor, t: torch.Tensor, external_cond: torch.Tensor | None,
                        cache: TemporalCache, start: int, keys_only: bool = False) -> torch.Tensor | None:
         """Run frames at window positions start .. start+T-1 against cached context frames 0 .. start-1.
@@ -259,21 +287,25 @@ class OasisDiT(nn.Module):
         (cache.length) is the caller's decision. With `keys_only` (filling the cache with context
         frames) the work after the last keys/values is skipped and None is returned.
         """
+        return self.forward_modulated(x, self.modulations(t, external_cond), cache, start, keys_only)
+
+    def forward_modulated(self, x: torch.Tensor, mods: Modulations, cache: TemporalCache, start: int,
+                          keys_only: bool = False) -> torch.Tensor | None:
+        """`forward_cached` with the adaLN outputs already computed (see `modulations`)."""
         if start + x.shape[1] > cache.capacity:
             raise ValueError(f"frames {start}..{start + x.shape[1] - 1} exceed the cache of {cache.capacity}")
-        return self._run(x, t, external_cond, cache=cache, start=start, keys_only=keys_only)
+        return self._run(x, mods, cache=cache, start=start, keys_only=keys_only)
 
-    def _run(self, x: torch.Tensor, t: torch.Tensor, actions: torch.Tensor | None,
-             cache: TemporalCache | None, start: int, keys_only: bool = False) -> torch.Tensor | None:
+    def _run(self, x: torch.Tensor, mods: Modulations, cache: TemporalCache | None, start: int,
+             keys_only: bool = False) -> torch.Tensor | None:
         tokens = self.patchify(x)
-        cond = self.conditioning(t, actions)
         s_rope = rotation_table(self.spatial_angles()[:, :, None, None], tokens.dtype)
         t_rope = rotation_table(self.temporal_angles(start, x.shape[1])[:, None, None, None, None], tokens.dtype)
         last = self.depth - 1
-        for i, block in enumerate(self.blocks):
-            tokens = block.spatial(tokens, cond, s_rope)
+        for i, (block, (s_mods, t_mods)) in enumerate(zip(self.blocks, mods.blocks, strict=True)):
+            tokens = block.spatial(tokens, s_mods, s_rope)
             layer_cache = None if cache is None else (cache.keys[i], cache.values[i])
-            tokens = block.temporal(tokens, cond, t_rope, layer_cache, start, keys_only and i == last)
+            tokens = block.temporal(tokens, t_mods, t_rope, layer_cache, start, keys_only and i == last)
         if tokens is None:
             return None
-        return self.unpatchify(self.final_layer(tokens, cond))
+        return self.unpatchify(self.final_layer(tokens, mods.final))

@@ -133,7 +133,9 @@ class ReferenceDiffusionForcing(_SlidingWindow):
 class CachedDiffusionForcing(_SlidingWindow):
     """Same frames as the reference; context keys/values are computed once and reused.
 
-    Per tick the cost is `ddim_steps` single-frame passes plus one pass per context frame whose
+    The adaLN modulations of all denoising steps of a tick (they depend only on the step's noise
+    level and the tick's action) are computed in one batch before the steps. Per tick the cost is
+    `ddim_steps` single-frame passes plus one pass per context frame whose
     keys/values are stale: one frame while the window fills, the whole context after it slides
     (dropping the oldest frame changes what every later frame attended to).
     """
@@ -142,7 +144,7 @@ class CachedDiffusionForcing(_SlidingWindow):
                  batch: int = 1) -> None:
         super().__init__(model, settings, noise, batch)
         self.cache = model.new_cache(batch, settings.max_frames)
-        self.step_levels = [self._level_tensor(self.levels[k], 1) for k in range(settings.ddim_steps + 1)]
+        self.step_levels = torch.tensor([self.levels[1:]] * batch, dtype=torch.long, device=self.device)
         self.context_levels = self._level_tensor(settings.context_level, settings.max_frames)
         self.coefficients = self._ddim_coefficients()
 
@@ -173,12 +175,13 @@ class CachedDiffusionForcing(_SlidingWindow):
 
     def _denoise_newest(self) -> None:
         self._fill_cache()
-        n = self.context
+        n, steps = self.context, self.settings.ddim_steps
         x = self.latents[:, n : n + 1]
-        action = self.actions[:, n : n + 1].to(self.model_dtype)
-        for k in range(self.settings.ddim_steps, 0, -1):
+        action = self.actions[:, n : n + 1].to(self.model_dtype).expand(-1, steps, -1)
+        step_mods = self.model.modulations(self.step_levels, action)
+        for k in range(steps, 0, -1):
             sqrt_a, sqrt_1ma, sqrt_inv_a, sqrt_inv_am1, sqrt_a_next, sqrt_1ma_next = self.coefficients[k]
-            v = self.model.forward_cached(x.to(self.model_dtype), self.step_levels[k], action, self.cache, n).float()
+            v = self.model.forward_modulated(x.to(self.model_dtype), step_mods.frames(k - 1), self.cache, n).float()
             x0 = sqrt_a * x - sqrt_1ma * v
             eps = (sqrt_inv_a * x - x0) / sqrt_inv_am1
             x.copy_(sqrt_a_next * x0 + sqrt_1ma_next * eps)
