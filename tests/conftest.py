@@ -29,6 +29,11 @@ def oasis_dir(fixtures_dir: Path) -> Path:
     return fixtures_dir / "oasis"
 
 
+@pytest.fixture(scope="session")
+def diamond_dir(fixtures_dir: Path) -> Path:
+    return fixtures_dir / "diamond"
+
+
 def read_json(path: Path) -> dict:
     return json.loads(path.read_text())
 

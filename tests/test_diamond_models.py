@@ -6,7 +6,6 @@ in float32, quantised outputs at most one level (2/255) apart on at most max(2, 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -17,6 +16,7 @@ from engine.errors import CheckpointError
 from engine.models.diamond_agent import ActorCritic, ActorCriticConfig, RewEndModel, RewEndModelConfig
 from engine.models.diamond_denoiser import Denoiser, DenoiserConfig, quantize
 from engine.models.diamond_unet import FourierFeatures
+from tests.conftest import read_json
 
 RAW = {"atol": 1e-5, "rtol": 1e-5}
 LEVEL = 2 / 255
@@ -30,17 +30,8 @@ def assert_quantized_close(actual: torch.Tensor, expected: torch.Tensor) -> None
 
 
 @pytest.fixture(scope="module")
-def diamond_dir(fixtures_dir: Path) -> Path:
-    return fixtures_dir / "diamond"
-
-
-def _json(path: Path) -> dict:
-    return json.loads(path.read_text())
-
-
-@pytest.fixture(scope="module")
 def atari(diamond_dir: Path) -> dict:
-    meta = _json(diamond_dir / "atari_agent.json")
+    meta = read_json(diamond_dir / "atari_agent.json")
     state = load_file(diamond_dir / "atari_agent.safetensors")
     cfg = meta["agent_config"]
     denoiser = Denoiser(DenoiserConfig.from_dict(cfg["denoiser"])).eval()
@@ -55,7 +46,7 @@ def atari(diamond_dir: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def csgo(diamond_dir: Path) -> dict:
-    meta = _json(diamond_dir / "csgo_agent.json")
+    meta = read_json(diamond_dir / "csgo_agent.json")
     state = load_file(diamond_dir / "csgo_agent.safetensors")
     models = {"meta": meta, "state": state}
     for name in ("denoiser", "upsampler"):
@@ -81,7 +72,7 @@ def agent_shapes(modules: dict[str, torch.nn.Module]) -> dict[str, list[int]]:
 
 @pytest.mark.parametrize("name", ["atari_agent", "csgo_agent"])
 def test_fixture_agent_keys_and_shapes(diamond_dir: Path, name: str) -> None:
-    meta = _json(diamond_dir / f"{name}.json")
+    meta = read_json(diamond_dir / f"{name}.json")
     shapes = agent_shapes(build_agent(meta["agent_config"]))
     assert shapes == {key: entry["shape"] for key, entry in meta["state_dict"].items()}
     assert len(shapes) == meta["num_state_dict_tensors"]
@@ -89,7 +80,7 @@ def test_fixture_agent_keys_and_shapes(diamond_dir: Path, name: str) -> None:
 
 @pytest.mark.parametrize("name", ["atari_agent", "csgo_agent"])
 def test_full_size_agent_keys_and_shapes(diamond_dir: Path, name: str) -> None:
-    manifest = _json(diamond_dir / f"manifest_{name}.json")
+    manifest = read_json(diamond_dir / f"manifest_{name}.json")
     with torch.device("meta"):
         modules = build_agent(manifest["agent_config"])
     shapes = agent_shapes(modules)
@@ -103,7 +94,7 @@ def test_full_size_agent_keys_and_shapes(diamond_dir: Path, name: str) -> None:
 
 
 def test_full_size_atari_checkpoint_loads_strictly(diamond_dir: Path) -> None:
-    manifest = _json(diamond_dir / "manifest_atari_agent.json")
+    manifest = read_json(diamond_dir / "manifest_atari_agent.json")
     generator = torch.Generator().manual_seed(0)
     flat = {key: torch.randn(entry["shape"], generator=generator) for key, entry in manifest["keys"].items()}
     for name, module in build_agent(manifest["agent_config"]).items():
@@ -113,7 +104,7 @@ def test_full_size_atari_checkpoint_loads_strictly(diamond_dir: Path) -> None:
 
 
 def test_full_size_csgo_checkpoint_loads_strictly_on_meta(diamond_dir: Path) -> None:
-    manifest = _json(diamond_dir / "manifest_csgo_agent.json")
+    manifest = read_json(diamond_dir / "manifest_csgo_agent.json")
     flat = {key: torch.empty(entry["shape"], device="meta") for key, entry in manifest["keys"].items()}
     with torch.device("meta"):
         modules = build_agent(manifest["agent_config"])

@@ -7,7 +7,6 @@ bit for bit.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,38 +18,30 @@ from safetensors.torch import load_file
 from engine.models.diamond_denoiser import Denoiser, DenoiserConfig
 from engine.sampling.edm import EdmSampler, EdmSamplerConfig, build_sigmas, sample_reference
 from engine.sampling.noise import ReplayNoise, SeededNoise
+from tests.conftest import read_json
 from tests.test_diamond_models import assert_quantized_close
 
 EXACT = {"atol": 1e-5, "rtol": 0.0}
 
 
-def _json(path: Path) -> dict:
-    return json.loads(path.read_text())
-
-
-@pytest.fixture(scope="module")
-def diamond_dir(fixtures_dir: Path) -> Path:
-    return fixtures_dir / "diamond"
-
-
 @pytest.fixture(scope="module")
 def atari_sampler(diamond_dir: Path) -> dict:
-    meta = _json(diamond_dir / "atari_agent.json")
+    meta = read_json(diamond_dir / "atari_agent.json")
     denoiser = Denoiser(DenoiserConfig.from_dict(meta["agent_config"]["denoiser"])).eval()
     denoiser.load_from(load_file(diamond_dir / "atari_agent.safetensors"), "denoiser.")
-    return {"cases": _json(diamond_dir / "atari_sampler_io.json")["cases"],
+    return {"cases": read_json(diamond_dir / "atari_sampler_io.json")["cases"],
             "io": load_file(diamond_dir / "atari_sampler_io.safetensors"), "denoiser": denoiser}
 
 
 @pytest.fixture(scope="module")
 def csgo_env(diamond_dir: Path) -> dict:
-    meta = _json(diamond_dir / "csgo_agent.json")
+    meta = read_json(diamond_dir / "csgo_agent.json")
     state = load_file(diamond_dir / "csgo_agent.safetensors")
     models = {}
     for name in ("denoiser", "upsampler"):
         models[name] = Denoiser(DenoiserConfig.from_dict(meta["agent_config"][name])).eval()
         models[name].load_from(state, f"{name}.")
-    return {"meta": meta, "models": models, "env": _json(diamond_dir / "csgo_world_model_env.json"),
+    return {"meta": meta, "models": models, "env": read_json(diamond_dir / "csgo_world_model_env.json"),
             "io": load_file(diamond_dir / "csgo_world_model_env.safetensors")}
 
 
