@@ -103,7 +103,8 @@ def test_onnx_prefill_and_step_reproduce_the_cached_sampler(onnx_dir: Path, load
     action = actions[:, context:]
     for k in range(settings.ddim_steps, 0, -1):
         sqrt_a, sqrt_1ma, sqrt_inv_a, sqrt_inv_am1, sqrt_a_next, sqrt_1ma_next = sampler.coefficients[k]
-        (v,) = run_onnx(onnx_dir / "dit_step.onnx", (x, sampler.step_levels[k], action,
+        level = torch.full((1, 1), sampler.levels[k], dtype=torch.long)
+        (v,) = run_onnx(onnx_dir / "dit_step.onnx", (x, level, action,
                                                       torch.from_numpy(keys), torch.from_numpy(values)))
         x0 = sqrt_a * x - sqrt_1ma * torch.from_numpy(v)
         eps = (sqrt_inv_a * x - x0) / sqrt_inv_am1
