@@ -36,16 +36,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def parse_weights(entries: Sequence[str]) -> dict[str, Path]:
-    weights = {}
-    for entry in entries:
-        role, sep, path = entry.partition("=")
-        if not sep or not role or not path:
-            raise EngineError(f"--weights {entry}: expected ROLE=PATH, e.g. dit=./oasis500m.safetensors")
-        weights[role] = Path(path)
-    return weights
-
-
 def build(args: argparse.Namespace) -> None:
     import torch
 
@@ -59,19 +49,19 @@ def build(args: argparse.Namespace) -> None:
         tensorrt_environment,
         write_sidecar,
     )
-    from engine.checkpoints.resolve import resolve_checkpoint_files
-    from engine.checkpoints.verify import file_sha256
+    from engine.checkpoints.resolve import parse_weight_overrides, resolve_checkpoint_files
+    from engine.checkpoints.verify import files_sha256
     from engine.worlds.config import load_world_config
     from engine.worlds.loader import load_networks
 
     cfg = load_world_config(args.config or args.world)
-    files = resolve_checkpoint_files(cfg, explicit=parse_weights(args.weights),
+    files = resolve_checkpoint_files(cfg, explicit=parse_weight_overrides(args.weights),
                                      allow_download=not args.no_download)
     networks = load_networks(cfg, files, torch.device("cpu"), torch.float32)
     folder = Path(args.out) / str(cfg.name)
     specs = oasis_exports(networks["dit"], networks["vae"])
     previous = {spec.name: read_sidecar(folder / f"{spec.name}.json") for spec in specs}
-    checkpoint_sha = {role: file_sha256(path) for role, path in files.items()}
+    checkpoint_sha = files_sha256(files)
     exported = export_all(specs, folder, args.atol)
 
     sidecars = {}

@@ -7,15 +7,9 @@ import os
 import sys
 from pathlib import Path
 
+from engine.checkpoints.resolve import parse_weight_overrides
 from engine.errors import EngineError
 from engine.worlds.config import available_worlds
-
-
-def weight_override(text: str) -> tuple[str, Path]:
-    role, sep, path = text.partition("=")
-    if not sep or not role or not path:
-        raise argparse.ArgumentTypeError(f"expected ROLE=PATH (e.g. dit=oasis500m.safetensors), got '{text}'")
-    return role, Path(path)
 
 
 def window_size(text: str) -> tuple[int, int]:
@@ -53,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     world = parser.add_argument_group("world")
     world.add_argument("--world", default="minecraft", help=f"one of: {', '.join(available_worlds())}")
     world.add_argument("--config", type=Path, help="a world .yaml file of your own (overrides --world)")
-    world.add_argument("--weights", type=weight_override, action="append", default=[], metavar="ROLE=PATH",
+    world.add_argument("--weights", action="append", default=[], metavar="ROLE=PATH",
                        help="use this checkpoint file for a network role (dit=..., vae=...)")
     world.add_argument("--offline", action="store_true", help="never download; report what is missing")
     world.add_argument("--prompt", type=Path, help="prompt image or video (default: the world's spawn frame)")
@@ -77,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        args.weights = parse_weight_overrides(args.weights)
         if args.headless:
             from app.headless import run_headless
 

@@ -11,14 +11,14 @@ from tqdm import tqdm
 from app.recording import SegmentWriter
 from engine.actions.vpt import load_action_stream
 from engine.backends.device import leave_core_for_io
-from engine.checkpoints.verify import file_sha256
+from engine.checkpoints.verify import files_sha256
 from engine.errors import ConfigError
 from engine.worlds.loader import open_session
 
 
 def run_headless(args: argparse.Namespace) -> None:
     session = open_session(
-        str(args.config or args.world), device=args.device, dtype=args.dtype, checkpoints=dict(args.weights),
+        str(args.config or args.world), device=args.device, dtype=args.dtype, checkpoints=args.weights,
         prompt=args.prompt, sampler=args.sampler, steps=args.steps, seed=args.seed,
         allow_download=not args.offline)
     leave_core_for_io(session.device)
@@ -31,7 +31,7 @@ def run_headless(args: argparse.Namespace) -> None:
     else:
         actions = load_action_stream(args.actions, args.frames, offset=args.action_offset)
     metadata = session.metadata() | {
-        "checkpoint_sha256": {role: file_sha256(path) for role, path in session.checkpoint_files.items()},
+        "checkpoint_sha256": files_sha256(session.checkpoint_files),
         "prompt": str(args.prompt or session.cfg.prompt.file), "actions_file": str(args.actions or ""),
         "action_offset": args.action_offset,
     }

@@ -256,11 +256,11 @@ def _wait_with_window(window: Window, renderer: Renderer, message: str, work: Ca
 def _checkpoint_hashes(session: OasisSession) -> Callable[[], dict]:
     """sha256 of each checkpoint file, computed in the background from the start (multi-GB files take
     seconds); the returned function waits for it, which only the first recording ever does."""
-    from engine.checkpoints.verify import file_sha256
+    from engine.checkpoints.verify import files_sha256
 
     hashes: dict[str, str] = {}
     thread = threading.Thread(
-        target=lambda: hashes.update({role: file_sha256(path) for role, path in session.checkpoint_files.items()}),
+        target=lambda: hashes.update(files_sha256(session.checkpoint_files)),
         name="sha256", daemon=True)
     thread.start()
 
@@ -281,7 +281,7 @@ def _open_model(args: argparse.Namespace, window: Window, renderer: Renderer, wo
         print(f"replaying with the recording's seed {settings['seed']}, {settings['steps']} steps, "
               f"{settings['sampler']} sampler")
     return _wait_with_window(window, renderer, f"loading {world}...", lambda: open_session(
-        str(args.config or args.world), device=args.device, dtype=args.dtype, checkpoints=dict(args.weights),
+        str(args.config or args.world), device=args.device, dtype=args.dtype, checkpoints=args.weights,
         prompt=args.prompt, allow_download=not args.offline, **settings))
 
 

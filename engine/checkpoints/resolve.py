@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from omegaconf import DictConfig
@@ -12,6 +12,17 @@ from engine.checkpoints.download import DEFAULT_REVISION, cached_file, download_
 from engine.errors import CheckpointError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+def parse_weight_overrides(entries: Sequence[str]) -> dict[str, Path]:
+    """`--weights ROLE=PATH` command-line entries -> {role: path}."""
+    weights = {}
+    for entry in entries:
+        role, sep, path = entry.partition("=")
+        if not sep or not role or not path:
+            raise CheckpointError(f"--weights {entry}: expected ROLE=PATH, e.g. dit=./oasis500m.safetensors")
+        weights[role] = Path(path)
+    return weights
 
 
 def is_user_path(entry: str) -> bool:

@@ -46,6 +46,11 @@ def file_sha256(path: str | Path, chunk_bytes: int = CHUNK_BYTES) -> str:
     return digest.hexdigest()
 
 
+def files_sha256(files: Mapping[str, str | Path]) -> dict[str, str]:
+    """{role: sha256} of a world's checkpoint files, for recordings and engine sidecars."""
+    return {role: file_sha256(path) for role, path in files.items()}
+
+
 def file_shapes(path: str | Path, prefix: str | None = None) -> dict[str, Shape]:
     """Key -> shape of every tensor in a checkpoint, without reading the tensor data.
 
