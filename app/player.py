@@ -38,6 +38,7 @@ from app.render import Renderer
 from app.replay import RecordingViewer, ReplayPlan, ReplaySource, load_replay
 from app.window import Window
 from engine.actions.keymap import Keymap
+from engine.backends.device import leave_core_for_io
 from engine.errors import ConfigError
 from engine.worlds.config import load_world_config
 from engine.worlds.loader import open_session
@@ -305,6 +306,7 @@ def _model_player(args: argparse.Namespace, window: Window, renderer: Renderer, 
                   keymap: Keymap, replay: ReplayPlan | None) -> Player:
     """Play (input -> keymap -> model) or `--replay` (a recording's actions -> model)."""
     session = _open_model(args, window, renderer, world, replay.metadata if replay else None)
+    leave_core_for_io(session.device)
     meta = session.metadata()
     hashes = _checkpoint_hashes(session)
     state = InputState()
