@@ -3,7 +3,6 @@ checkpoint folder, or the URL the world config names (downloaded once with a pro
 
 from __future__ import annotations
 
-import os
 import shutil
 import urllib.error
 import urllib.request
@@ -12,12 +11,12 @@ from pathlib import Path
 from omegaconf import DictConfig
 from tqdm import tqdm
 
+from engine.checkpoints.download import hub_offline
+from engine.checkpoints.resolve import local_checkpoint_dir
 from engine.errors import ConfigError
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
-
-def resolve_prompt_file(cfg: DictConfig, explicit: str | Path | None = None, project_root: Path = PROJECT_ROOT,
+def resolve_prompt_file(cfg: DictConfig, explicit: str | Path | None = None, project_root: Path | None = None,
                         allow_download: bool = True) -> Path:
     if explicit is not None:
         path = Path(explicit)
@@ -28,13 +27,12 @@ def resolve_prompt_file(cfg: DictConfig, explicit: str | Path | None = None, pro
     name = prompt.get("file")
     if not name:
         raise ConfigError(f"world '{cfg.name}' names no prompt file: pass --prompt image.png|video.mp4")
-    candidates = [Path(cfg.get("source_dir", ".")) / name, project_root / "checkpoints" / str(cfg.name) / name]
+    candidates = [Path(cfg.get("source_dir", ".")) / name, local_checkpoint_dir(cfg, project_root) / name]
     for path in candidates:
         if path.is_file():
             return path
     url = prompt.get("url")
-    offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0")
-    if not url or not allow_download or offline:
+    if not url or not allow_download or hub_offline():
         raise ConfigError(f"prompt frame {name} for world '{cfg.name}' is missing: put it at {candidates[-1]}"
                           + (f" (download {url})" if url else "") + " or pass --prompt image.png|video.mp4")
     return download_file(url, candidates[-1])
