@@ -51,6 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="use this checkpoint file for a network role (dit=..., vae=...)")
     world.add_argument("--offline", action="store_true", help="never download; report what is missing")
     world.add_argument("--prompt", type=Path, help="prompt image or video (default: the world's spawn frame)")
+    world.add_argument("--game", help="game of a multi-game world (atari: Breakout, Pong, ...); same as --set game=NAME")
+    world.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a setting of the world config (e.g. --set sampler.num_steps_denoising=5)")
+    world.add_argument("--agent", action="store_true",
+                       help="let the world's trained agent play instead of you (worlds that ship one: atari)")
     run = parser.add_argument_group("inference")
     run.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     run.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), help="default: bf16 on CUDA, fp32 on CPU")

@@ -13,17 +13,17 @@ from engine.actions.vpt import load_action_stream
 from engine.backends.device import leave_core_for_io
 from engine.checkpoints.verify import files_sha256
 from engine.errors import ConfigError
-from engine.worlds.loader import open_session
+from engine.worlds.loader import open_session, session_extras, world_overrides
 
 
 def run_headless(args: argparse.Namespace) -> None:
     session = open_session(
         str(args.config or args.world), device=args.device, dtype=args.dtype, checkpoints=args.weights,
         prompt=args.prompt, sampler=args.sampler, steps=args.steps, seed=args.seed,
-        allow_download=not args.offline)
+        allow_download=not args.offline, overrides=world_overrides(args), extra=session_extras(args))
     leave_core_for_io(session.device)
-    prompt = session.prompt_latents
-    prompt_frames = prompt.shape[1]
+    prompt = session.prompt_frames()
+    prompt_frames = prompt.shape[0]
     if args.frames <= prompt_frames:
         raise ConfigError(f"--frames {args.frames} must exceed the {prompt_frames} prompt frame(s)")
     if args.actions is None:
@@ -39,11 +39,11 @@ def run_headless(args: argparse.Namespace) -> None:
     start = time.perf_counter()
     try:
         for j in range(prompt_frames):
-            writer.append(session.decode(prompt[:, j]).cpu().numpy(), actions[j].numpy(),
-                          timestamp=time.perf_counter() - start)
+            writer.append(prompt[j].cpu().numpy(), actions[j].numpy(), timestamp=time.perf_counter() - start)
         for j in tqdm(range(prompt_frames, args.frames), desc=f"{session.world} frames", unit="frame"):
             frame = session.step(actions[j])
-            writer.append(frame.cpu().numpy(), actions[j].numpy(), timestamp=time.perf_counter() - start)
+            writer.append(frame.cpu().numpy(), session.last_action.cpu().float().numpy(),
+                          timestamp=time.perf_counter() - start)
     finally:
         writer.close()
     print(f"wrote {args.out} and {args.out.with_suffix('.npz')} ({args.frames} frames)")

@@ -36,6 +36,7 @@ class HudInfo:
     recording_s: float | None = None
     pose: Sequence[float] | None = None
     status: str | None = None
+    world_items: Sequence[str] = ()
 
 
 def hud_lines(info: HudInfo) -> list[Line]:
@@ -60,6 +61,8 @@ def hud_lines(info: HudInfo) -> list[Line]:
     if info.pose is not None:
         x, y, z, pitch, yaw = (float(v) for v in info.pose)
         lines.append((f"pose x {x:.1f} y {y:.1f} z {z:.1f} · pitch {pitch:.0f}° yaw {yaw:.0f}°", GREY))
+    if info.world_items:
+        lines.append((" · ".join(info.world_items), GREY))
     if info.recording_s is not None:
         minutes, seconds = divmod(int(info.recording_s), 60)
         lines.append((f"REC {minutes:02d}:{seconds:02d}", RED))

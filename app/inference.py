@@ -20,7 +20,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from engine.worlds.oasis import OasisSession
+from engine.worlds.session import Session
 
 # Called at a tick's start: (action, time of the oldest input it carries), or None when out of actions.
 ActionSource = Callable[[], tuple[torch.Tensor, float] | None]
@@ -38,6 +38,7 @@ class Tick:
     done_time: float
     stages_ms: dict[str, float] = field(default_factory=dict)
     pose: np.ndarray | None = None
+    hud_items: tuple[str, ...] = ()
 
     @property
     def is_prompt(self) -> bool:
@@ -52,15 +53,15 @@ class TickListener(Protocol):
     def on_reset(self) -> None: ...
 
 
-def prompt_frame(session: OasisSession) -> np.ndarray:
+def prompt_frame(session: Session) -> np.ndarray:
     """The newest prompt frame, decoded: what the world shows before its first tick."""
-    return session.decode(session.prompt_latents[:, -1]).cpu().numpy()
+    return session.prompt_frames()[-1].cpu().numpy()
 
 
 class InferenceLoop:
     """Runs ticks on a background thread. `fps` > 0 paces ticks to that rate; 0 runs flat out."""
 
-    def __init__(self, session: OasisSession, next_action: ActionSource, fps: float = 0.0,
+    def __init__(self, session: Session, next_action: ActionSource, fps: float = 0.0,
                  listeners: Sequence[TickListener] = (), paused: bool = False) -> None:
         self.session = session
         self.next_action = next_action
@@ -194,8 +195,8 @@ class InferenceLoop:
             self.finished = True
             return
         action, input_time = sampled
-        action = action.detach().to("cpu", torch.float32)
-        frame = self.session.step(action)
+        frame = self.session.step(action.detach().to("cpu", torch.float32))
+        action = self.session.last_action.detach().to("cpu", torch.float32)
         self._host.copy_(frame, non_blocking=self._stream is not None)
         if self._stream is not None:
             self._stream.synchronize()
@@ -212,6 +213,7 @@ class InferenceLoop:
                  stages_ms: dict[str, float], pose: np.ndarray | None = None) -> Tick:
         self._count += 1
         tick = Tick(frame=frame, action=action, count=self._count, frame_index=self.session.frame_index,
-                    input_time=input_time, done_time=time.perf_counter(), stages_ms=stages_ms, pose=pose)
+                    input_time=input_time, done_time=time.perf_counter(), stages_ms=stages_ms, pose=pose,
+                    hud_items=tuple(self.session.hud_items()))
         self._latest = tick
         return tick

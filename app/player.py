@@ -41,8 +41,8 @@ from engine.actions.keymap import Keymap
 from engine.backends.device import leave_core_for_io
 from engine.errors import ConfigError
 from engine.worlds.config import load_world_config
-from engine.worlds.loader import open_session
-from engine.worlds.oasis import OasisSession
+from engine.worlds.loader import open_session, session_extras, world_overrides
+from engine.worlds.session import Session
 
 DEFAULT_WINDOW = (1280, 720)
 POLL_MS = 4
@@ -189,7 +189,8 @@ class Player:
             frame=self.position(tick) if tick is not None else "",
             action=describe_action(tick.action) if tick is not None and tick.action is not None else None,
             recording_s=self.recorder.seconds() if self.recorder is not None else None,
-            pose=tick.pose if tick is not None else None, status=" | ".join(statuses) or None)
+            pose=tick.pose if tick is not None else None, status=" | ".join(statuses) or None,
+            world_items=tick.hud_items if tick is not None else ())
 
     def _overlay(self, name: str, lines: list[Line], size: int):
         """The RGBA image for an overlay when its text changed, else None (the uploaded one is reused)."""
@@ -254,7 +255,7 @@ def _wait_with_window(window: Window, renderer: Renderer, message: str, work: Ca
     return result["value"]
 
 
-def _checkpoint_hashes(session: OasisSession) -> Callable[[], dict]:
+def _checkpoint_hashes(session: Session) -> Callable[[], dict]:
     """sha256 of each checkpoint file, computed in the background from the start (multi-GB files take
     seconds); the returned function waits for it, which only the first recording ever does."""
     from engine.checkpoints.verify import files_sha256
@@ -273,17 +274,18 @@ def _checkpoint_hashes(session: OasisSession) -> Callable[[], dict]:
 
 
 def _open_model(args: argparse.Namespace, window: Window, renderer: Renderer, world: str,
-                replay_meta: dict | None) -> OasisSession:
+                replay_meta: dict | None) -> Session:
     settings = {"seed": args.seed, "steps": args.steps, "sampler": args.sampler}
     if replay_meta is not None:
         settings = {"seed": int(replay_meta.get("seed", args.seed)),
-                    "steps": replay_meta.get("ddim_steps", args.steps),
+                    "steps": replay_meta.get("steps", args.steps),
                     "sampler": str(replay_meta.get("sampler", args.sampler))}
         print(f"replaying with the recording's seed {settings['seed']}, {settings['steps']} steps, "
               f"{settings['sampler']} sampler")
     return _wait_with_window(window, renderer, f"loading {world}...", lambda: open_session(
         str(args.config or args.world), device=args.device, dtype=args.dtype, checkpoints=args.weights,
-        prompt=args.prompt, allow_download=not args.offline, **settings))
+        prompt=args.prompt, allow_download=not args.offline, overrides=world_overrides(args),
+        extra=session_extras(args), **settings))
 
 
 def _viewer(args: argparse.Namespace, window: Window, renderer: Renderer, stack: ExitStack) -> Player:
@@ -293,7 +295,7 @@ def _viewer(args: argparse.Namespace, window: Window, renderer: Renderer, stack:
     meta = source.metadata
     recorded_in = f" (recorded in {meta['world']})" if "world" in meta else ""
     info = HudInfo(world=f"viewing {args.view.name}{recorded_in}", device=meta.get("device", "-"),
-                   dtype=meta.get("dtype", "-"), backend=meta.get("backend", "-"), steps=meta.get("ddim_steps"))
+                   dtype=meta.get("dtype", "-"), backend=meta.get("backend", "-"), steps=meta.get("steps"))
     print(f"viewing {args.view}\n{controls_text([], PLAYBACK_CONTROLS)}")
     return Player(window, renderer, source, InputHandler(InputState(), capture_mouse=False), info=info,
                   position=lambda tick: source.position(),
@@ -331,7 +333,7 @@ def _model_player(args: argparse.Namespace, window: Window, renderer: Renderer, 
     if args.record:
         recorder.start()
     info = HudInfo(world=session.world, device=str(session.device), dtype=meta["dtype"],
-                   backend=meta.get("backend", "eager"), steps=session.settings.ddim_steps)
+                   backend=meta.get("backend", "eager"), steps=session.steps)
     if replay is None:
         position, status = (lambda tick: f"frame {tick.frame_index}"), (lambda: None)
     else:
@@ -341,7 +343,7 @@ def _model_player(args: argparse.Namespace, window: Window, renderer: Renderer, 
                     position=position, status=status, recorder=recorder,
                     controls=controls_lines(rows, CONTROLS if replay is None else PLAYBACK_CONTROLS),
                     screenshot_dir=args.recordings / session.world)
-    print(f"{session.world} on {session.device} ({meta['dtype']}), {session.settings.ddim_steps} steps\n"
+    print(f"{session.world} on {session.device} ({meta['dtype']}), {session.steps} steps\n"
           f"{controls_text(rows, CONTROLS if replay is None else PLAYBACK_CONTROLS)}")
     for key in shadowed:
         print(f"note: key {key} is a player control here; rebind it in a keymap (--keymap) to use it")
@@ -357,7 +359,7 @@ def open_player(args: argparse.Namespace) -> Iterator[Player]:
     if args.view:
         world_cfg = keymap = replay = None
     else:
-        world_cfg = load_world_config(str(args.config or args.world))
+        world_cfg = load_world_config(str(args.config or args.world), world_overrides(args))
         keymap = Keymap.load(args.keymap or world_cfg.actions.keymap)
         replay = load_replay(args.replay) if args.replay else None
         if replay is not None and replay.metadata.get("world") != world_cfg.name:

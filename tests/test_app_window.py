@@ -121,7 +121,7 @@ def test_pause_step_and_reset(player):
     assert player.log.ticks[-1].action[INVENTORY] == 0, "e steps while paused instead of opening the inventory"
     xdotool("key", "Return")
     pump(player, lambda: player.log.resets == 1 and player.shown.is_prompt, what="reset to the prompt")
-    assert player.shown.frame_index == player.source.session.prompt_latents.shape[1]
+    assert player.shown.frame_index == player.source.session.prompt_frames().shape[0]
     xdotool("key", "period")
     pump(player, lambda: not player.source.paused and len(player.log.ticks) > paused_at + 3, what="resume")
 

@@ -63,7 +63,7 @@ def test_headless_frames_equal_a_direct_session(headless_run, tiny_world, action
     recording = read_recording(out.with_suffix(".npz"))
     session = open_session(str(tiny_world), device="cpu", seed=3)
     actions = load_action_stream(action_file, frames, offset=5)
-    expected = [session.decode(session.prompt_latents[:, 0]).numpy()]
+    expected = [session.prompt_frames()[0].numpy()]
     expected += [session.step(actions[j]).numpy() for j in range(1, frames)]
     np.testing.assert_array_equal(recording["frames"], np.stack(expected))
     assert len({frame.tobytes() for frame in expected}) > 1

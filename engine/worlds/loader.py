@@ -1,8 +1,11 @@
-"""Open a playable session: config -> device -> checkpoints -> networks -> prompt frames."""
+"""Open a playable session: config -> device -> checkpoints -> networks -> the family's session."""
 
 from __future__ import annotations
 
+import argparse
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from omegaconf import DictConfig
@@ -13,13 +16,22 @@ from engine.checkpoints.loading import load_into
 from engine.checkpoints.resolve import resolve_checkpoint_files
 from engine.checkpoints.verify import checkpoint_prefix
 from engine.worlds.config import load_world_config
+from engine.worlds.families import family_module
 from engine.worlds.networks import build_networks
-from engine.worlds.oasis import OasisSession
-from engine.worlds.prompt import load_prompt_frames
-from engine.worlds.spawn import resolve_prompt_file
+from engine.worlds.session import Session, SessionOptions
 
 
-def load_networks(cfg: DictConfig, files: dict[str, Path], device: torch.device,
+def world_overrides(args: argparse.Namespace) -> list[str]:
+    """The launcher's `--set KEY=VALUE` entries, with `--game NAME` as `game=NAME`."""
+    return [*args.set, *([f"game={args.game}"] if args.game else [])]
+
+
+def session_extras(args: argparse.Namespace) -> dict[str, Any]:
+    """Family-specific launch switches (see SessionOptions.extra)."""
+    return {"agent": bool(args.agent)}
+
+
+def load_networks(cfg: DictConfig, files: Mapping[str, Path], device: torch.device,
                   dtype: torch.dtype) -> dict[str, nn.Module]:
     """Build on the meta device, allocate without random init, then load the weights strictly."""
     networks = build_networks(cfg, "meta")
@@ -33,17 +45,15 @@ def load_networks(cfg: DictConfig, files: dict[str, Path], device: torch.device,
 def open_session(world: str | Path, *, device: str = "auto", dtype: str | None = None,
                  checkpoints: dict[str, Path] | None = None, prompt: str | Path | None = None,
                  sampler: str = "cached", steps: int | None = None, seed: int = 0,
-                 allow_download: bool = True) -> OasisSession:
-    """A session reset to its prompt frames, ready for `step`."""
-    cfg = load_world_config(world)
+                 allow_download: bool = True, overrides: Sequence[str] = (),
+                 extra: dict[str, Any] | None = None) -> Session:
+    """A session of any family, reset to its prompt/spawn frames, ready for `step`."""
+    cfg = load_world_config(world, overrides)
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
     files = resolve_checkpoint_files(cfg, explicit=checkpoints, allow_download=allow_download)
-    prompt_path = resolve_prompt_file(cfg, prompt, allow_download=allow_download)
     networks = load_networks(cfg, files, dev, dt)
-    session = OasisSession(cfg, networks["dit"], networks["vae"], sampler=sampler, steps=steps, seed=seed,
-                           checkpoint_files=files)
-    height, width = session.frame_size
-    frames = load_prompt_frames(prompt_path, int(cfg.get("prompt", {}).get("frames", 1)), height, width)
-    session.reset(frames)
-    return session
+    options = SessionOptions(sampler=sampler, steps=steps, seed=seed,
+                             prompt=None if prompt is None else Path(prompt), checkpoint_files=dict(files),
+                             allow_download=allow_download, extra=dict(extra or {}))
+    return family_module(cfg.family).open_world(cfg, networks, options)

@@ -9,17 +9,17 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from engine.errors import ConfigError
-from engine.models.oasis_dit import OasisDiT
-from engine.models.oasis_vae import OasisVAE
+from engine.worlds.families import family_module
 
-NETWORK_CLASSES: dict[str, dict[str, type[nn.Module]]] = {
-    "oasis": {"dit": OasisDiT, "vae": OasisVAE},
-}
+
+def network_classes(cfg: DictConfig) -> dict[str, type[nn.Module]]:
+    """Checkpoint role -> module class for the world's family."""
+    return family_module(cfg.family).NETWORKS
 
 
 def network_kwargs(cfg: DictConfig, role: str) -> dict:
     """Constructor arguments of network `role`, checked against the class signature."""
-    cls = NETWORK_CLASSES[cfg.family][role]
+    cls = network_classes(cfg)[role]
     kwargs = OmegaConf.to_container(cfg.networks.get(role, {}), resolve=True)
     accepted = set(inspect.signature(cls).parameters)
     unknown = sorted(set(kwargs) - accepted)
@@ -33,7 +33,7 @@ def build_networks(cfg: DictConfig, device: str | torch.device = "cpu",
                    dtype: torch.dtype = torch.float32) -> dict[str, nn.Module]:
     """Networks keyed by checkpoint role, in eval mode; on the meta device nothing is allocated."""
     networks = {}
-    for role, cls in NETWORK_CLASSES[cfg.family].items():
+    for role, cls in network_classes(cfg).items():
         kwargs = network_kwargs(cfg, role)
         with torch.device(device):
             module = cls(**kwargs)

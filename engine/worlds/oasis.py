@@ -21,9 +21,13 @@ from engine.sampling.diffusion_forcing import (
     ReferenceDiffusionForcing,
 )
 from engine.sampling.noise import NoiseSource, SeededNoise
+from engine.worlds.prompt import load_prompt_frames
+from engine.worlds.session import SessionOptions
+from engine.worlds.spawn import resolve_prompt_file
 from engine.worlds.timing import StageTimer
 
 SAMPLERS = {"cached": CachedDiffusionForcing, "reference": ReferenceDiffusionForcing}
+NETWORKS = {"dit": OasisDiT, "vae": OasisVAE}
 
 
 def sampler_settings(cfg: DictConfig, steps: int | None = None) -> DiffusionForcingSettings:
@@ -53,6 +57,8 @@ class OasisSession:
         self.noise = noise or SeededNoise(seed, self.device)
         self.sampler = SAMPLERS[sampler](dit, self.settings, self.noise, batch=1)
         self.action_dim = dit.external_cond_dim
+        self.steps = self.settings.ddim_steps
+        self.last_action = torch.zeros(self.action_dim)
         self.frame_size = vae.image_size
         self.fps = int(cfg.get("fps", 20))
         self.timer = StageTimer(self.device)
@@ -91,8 +97,17 @@ class OasisSession:
         return self._prompt[0]
 
     @torch.no_grad()
+    def prompt_frames(self) -> torch.Tensor:
+        latents = self.prompt_latents
+        return torch.stack([self.decode(latents[:, j]) for j in range(latents.shape[1])])
+
+    def hud_items(self) -> list[str]:
+        return []
+
+    @torch.no_grad()
     def step(self, action: torch.Tensor) -> torch.Tensor:
         """One tick: action (A,) -> uint8 RGB frame (H, W, 3) on the device."""
+        self.last_action = action
         with self.timer.stage("sample"):
             latent = self.sampler.step(action.to(self.device, torch.float32)[None])
         with self.timer.stage("decode"):
@@ -108,7 +123,18 @@ class OasisSession:
         s = self.settings
         return {
             "world": self.world, "family": "oasis", "seed": self.seed, "sampler": self.sampler_kind,
-            "ddim_steps": s.ddim_steps, "max_frames": s.max_frames, "stabilization_level": s.stabilization_level,
+            "steps": s.ddim_steps, "ddim_steps": s.ddim_steps, "max_frames": s.max_frames, "stabilization_level": s.stabilization_level,
             "noise_abs_max": s.noise_abs_max, "device": str(self.device), "dtype": dtype_name(self.dtype),
             "backend": "eager",
         }
+
+
+def open_world(cfg: DictConfig, networks: dict, options: SessionOptions) -> OasisSession:
+    """An Oasis session reset to the world's prompt frames (or `options.prompt`)."""
+    prompt_path = resolve_prompt_file(cfg, options.prompt, allow_download=options.allow_download)
+    session = OasisSession(cfg, networks["dit"], networks["vae"], sampler=options.sampler, steps=options.steps,
+                           seed=options.seed, checkpoint_files=options.checkpoint_files)
+    height, width = session.frame_size
+    frames = load_prompt_frames(prompt_path, int(cfg.get("prompt", {}).get("frames", 1)), height, width)
+    session.reset(frames)
+    return session

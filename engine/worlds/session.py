@@ -1,0 +1,74 @@
+"""The contract every world's session keeps, so the player, the headless runner, the recorder and the
+benchmarks drive any family (Oasis, DIAMOND, WorldMAR) the same way.
+
+A family module under `engine/worlds/` (see `families.py`) provides `NETWORKS` (checkpoint role ->
+module class) and `open_world(cfg, networks, options) -> Session`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from omegaconf import DictConfig
+
+from engine.worlds.timing import StageTimer
+
+
+@dataclass(frozen=True)
+class SessionOptions:
+    """What the user chose at launch; a family reads the fields it understands.
+
+    `extra` carries family-specific switches from the launcher (e.g. `agent` for Atari)."""
+
+    sampler: str = "cached"
+    steps: int | None = None
+    seed: int = 0
+    prompt: Path | None = None
+    checkpoint_files: dict[str, Path] = field(default_factory=dict)
+    allow_download: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Session(Protocol):
+    """One player in a world. Everything a tick touches lives on `device`."""
+
+    cfg: DictConfig
+    world: str
+    device: torch.device
+    dtype: torch.dtype
+    action_dim: int
+    frame_size: tuple[int, int]
+    fps: int
+    steps: int
+    timer: StageTimer
+    checkpoint_files: dict[str, Path]
+
+    @property
+    def pose(self) -> torch.Tensor | None:
+        """(5,) x, y, z, pitch, yaw of the current frame, or None in worlds without a pose."""
+
+    @property
+    def frame_index(self) -> int:
+        """Frames generated since the prompt, prompt frames included."""
+
+    @property
+    def last_action(self) -> torch.Tensor:
+        """The (A,) action the last tick used: the input's, unless the world chose its own (agent mode)."""
+
+    def reset(self) -> None:
+        """Back to the spawn/prompt frames the session was opened with."""
+
+    def prompt_frames(self) -> torch.Tensor:
+        """(P, H, W, 3) uint8 frames shown before the first tick (the last one is on screen at reset)."""
+
+    def step(self, action: torch.Tensor) -> torch.Tensor:
+        """One tick: action (A,) float -> uint8 RGB frame (H, W, 3) on the device."""
+
+    def hud_items(self) -> list[str]:
+        """Extra world-specific HUD text (reward, lives, memory hits); cheap, called a few times a second."""
+
+    def metadata(self) -> dict:
+        """What a recording needs to say how its frames were made (world, family, seed, sampler, ...)."""

@@ -1,0 +1,30 @@
+"""World config loading: names, paths, `--set` overrides and their one-line errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from engine.errors import ConfigError
+from engine.worlds.config import load_world_config
+from engine.worlds.families import FAMILY_MODULES, family_module
+from engine.worlds.networks import network_classes
+
+
+def test_overrides_apply_on_top_of_the_world_file() -> None:
+    cfg = load_world_config("minecraft", ["sampler.ddim_steps=4", "fps=15"])
+    assert cfg.sampler.ddim_steps == 4 and cfg.fps == 15
+    assert cfg.sampler.stabilization_level == load_world_config("minecraft").sampler.stabilization_level
+
+
+@pytest.mark.parametrize("entry", ["ddim_steps", "=3"])
+def test_malformed_override_is_one_line(entry: str) -> None:
+    with pytest.raises(ConfigError, match="expected KEY=VALUE") as err:
+        load_world_config("minecraft", [entry])
+    assert "\n" not in str(err.value)
+
+
+def test_every_family_names_its_networks_and_opener() -> None:
+    for family in FAMILY_MODULES:
+        module = family_module(family)
+        assert module.NETWORKS and callable(module.open_world)
+    assert set(network_classes(load_world_config("minecraft"))) == {"dit", "vae"}
