@@ -39,6 +39,7 @@ class Tick:
     stages_ms: dict[str, float] = field(default_factory=dict)
     pose: np.ndarray | None = None
     hud_items: tuple[str, ...] = ()
+    extras: dict[str, np.ndarray] = field(default_factory=dict)  # the session's `tick_extras()`, if it has them
 
     @property
     def is_prompt(self) -> bool:
@@ -51,6 +52,13 @@ class TickListener(Protocol):
     def on_tick(self, tick: Tick) -> None: ...
 
     def on_reset(self) -> None: ...
+
+
+def tick_extras(session: Session) -> dict[str, np.ndarray]:
+    """Per-frame arrays a session adds to recordings (`tick_extras()`, optional; e.g. WorldMAR's
+    retrieved memory frames), on the host."""
+    extras = getattr(session, "tick_extras", dict)()
+    return {name: value.detach().cpu().numpy() for name, value in extras.items()}
 
 
 def prompt_frame(session: Session) -> np.ndarray:
@@ -204,16 +212,17 @@ class InferenceLoop:
             self._history.append(action)
         pose = self.session.pose
         tick = self._publish(self._host.numpy().copy(), action, input_time, self.session.timer.milliseconds(),
-                             None if pose is None else pose.detach().float().cpu().numpy())
+                             None if pose is None else pose.detach().float().cpu().numpy(), tick_extras(self.session))
         self._done_times.append(tick.done_time)
         for listener in self.listeners:
             listener.on_tick(tick)
 
     def _publish(self, frame: np.ndarray, action: torch.Tensor | None, input_time: float,
-                 stages_ms: dict[str, float], pose: np.ndarray | None = None) -> Tick:
+                 stages_ms: dict[str, float], pose: np.ndarray | None = None,
+                 extras: dict[str, np.ndarray] | None = None) -> Tick:
         self._count += 1
         tick = Tick(frame=frame, action=action, count=self._count, frame_index=self.session.frame_index,
                     input_time=input_time, done_time=time.perf_counter(), stages_ms=stages_ms, pose=pose,
-                    hud_items=tuple(self.session.hud_items()))
+                    hud_items=tuple(self.session.hud_items()), extras=extras or {})
         self._latest = tick
         return tick

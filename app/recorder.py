@@ -76,7 +76,8 @@ class Recorder:
                 self._writer = SegmentWriter.new_segment(self.root, self.world, self.fps, metadata, self.max_bytes)
                 self._segment_start = tick.done_time
             writer = self._writer
-            writer.append(tick.frame, tick.action, pose=tick.pose, timestamp=tick.done_time - self._segment_start)
+            writer.append(tick.frame, tick.action, pose=tick.pose, timestamp=tick.done_time - self._segment_start,
+                          extra=tick.extras)
         if writer.error is not None:
             self.error = writer.error
             self.stop()

@@ -41,7 +41,8 @@ def resolve_checkpoint_files(world_cfg: DictConfig, explicit: Mapping[str, str |
 
     Order per role: `explicit[role]`; a user path in the config (relative to the world file's
     folder); for a repo file name: the world file's folder, `<project_root>/checkpoints/<world>/`,
-    the Hugging Face cache, then the hub (when `allow_download`).
+    the Hugging Face cache, then the hub (when `allow_download`). A role listed in
+    `checkpoints.unavailable` is never downloaded: when it is not found locally, its message is the error.
     """
     world = str(world_cfg.get("name", "world"))
     files = {str(role): str(entry) for role, entry in world_cfg.checkpoints.files.items()}
@@ -53,6 +54,8 @@ def resolve_checkpoint_files(world_cfg: DictConfig, explicit: Mapping[str, str |
     source_dir = Path(str(world_cfg.get("source_dir") or "."))
     local_dir = local_checkpoint_dir(world_cfg, project_root)
     repo = world_cfg.checkpoints.get("repo")
+    # Roles whose files cannot be downloaded (no public weights): the world's message says what to do.
+    unavailable = {str(role): str(text) for role, text in (world_cfg.checkpoints.get("unavailable") or {}).items()}
     revision = str(world_cfg.checkpoints.get("revision") or DEFAULT_REVISION)
 
     resolved: dict[str, Path] = {}
@@ -66,6 +69,8 @@ def resolve_checkpoint_files(world_cfg: DictConfig, explicit: Mapping[str, str |
                                        f"checkpoints.files.{role} of world '{world}'")
         else:
             found = next((p for p in (source_dir / entry, local_dir / entry) if p.is_file()), None)
+            if found is None and role in unavailable:
+                raise CheckpointError(f"missing {entry} for world '{world}': {unavailable[role]}")
             if found is None and repo:
                 found = cached_file(str(repo), entry, revision)
             if found is None:

@@ -1,18 +1,28 @@
 """Vectorised memory retrieval: which stored frames see what the current camera sees.
 
 Reproduces WorldMAR's `get_most_relevant_poses_to_target` (do_optim=True) exactly, quirks included
-(fixture README section 2 and 8): candidates are shifted to target-centred coordinates while the
+(fixture README sections 2 and 8): candidates are shifted to target-centred coordinates while the
 sample points stay put; the first `num_prev_frames` indices are always returned; the greedy loop runs
 while more than `min_overlap · visible` points remain uncovered, scores the remaining-point ratio
 plus a recency term that favours later indices, and carves the picked frame's points.
 
-Instead of one atan2-based FOV test per stored pose, visibility of every (candidate, point) pair is
-decided by sign tests of products, which are exact rewrites of the angle comparisons:
-`|azimuth − yaw| < 52.5°` is the wedge between two vertical half-planes, and the elevation band
-`(pitch − 37.5°, pitch + 37.5°)` (wrapped onto [−90°, 90°]) compares `y·|y|·cos²a` with
-`h²·sin a·|sin a|` (h = horizontal distance), the sign-preserving square of `y·cos a` vs `h·sin a`.
-They differ from the reference's float32 atan2 only for points within float rounding of an FOV edge
-(the fixtures drop such points) and for points exactly on a camera's vertical axis.
+Instead of one atan2-based FOV test per stored pose, visibility of every (camera, point) pair is
+decided by the signs of three forms of the camera-relative vector v = (x, y, z), h = √(x² + z²):
+
+* wedge: `x·sin(yaw) + z·cos(yaw) − h·cos 52.5° > 0` (the azimuth is within 52.5° of the yaw);
+* band: `y·cos(lo) − h·sin(lo) > 0` and `h·sin(hi) − y·cos(hi) > 0` (elevation between lo and hi,
+  the arc of elevations within 37.5° of the pitch, wrapped onto [−90°, 90°]).
+
+Each form is `a·(px, py, pz, 1) + b·h`: the linear parts of all five rows (three forms, x and z) come
+from one matrix product per chunk of cameras, then h, three multiply-adds, two minima and a compare.
+These are exact rewrites of the angle comparisons; in float32 they differ from the reference's atan2
+only for points within rounding (≈1e-6 blocks relative to the coordinates) of an FOV edge, which the
+fixtures exclude, and for points exactly on a camera's vertical axis. A cheap bounding-ball test sorts
+out cameras that see none or all of the points first, so only the rest are tested point by point.
+
+On CUDA with Triton installed, the per-step overlap counts come from `kernels.fov_overlap` over all
+points (no compaction, so no host synchronisation); elsewhere the masks are materialised once and
+every greedy step is a matrix-vector product.
 """
 
 from __future__ import annotations
@@ -28,6 +38,11 @@ RECENCY_WEIGHT = 0.2
 EXCLUDED = -1e10
 DEFAULT_CHUNK_ELEMENTS = 1 << 16
 CULL_MARGIN_DEG = 0.01
+COS_HALF_H = math.cos(math.radians(FOV_HALF_H))
+
+OUTSIDE, INSIDE, PARTIAL = 0, 1, 2
+# Rows of `linear_forms`: wedge, band low, band high, x, z.
+NUM_FORMS = 5
 
 
 def generate_points_in_sphere(n_points: int, radius: float, generator: torch.Generator | None = None,
@@ -43,73 +58,103 @@ def generate_points_in_sphere(n_points: int, radius: float, generator: torch.Gen
                         r * torch.cos(theta)), dim=1)
 
 
-def _fov_coefficients(poses: torch.Tensor) -> torch.Tensor:
-    """Per-camera constants `(P, 8)` of the sign tests: wedge (cos, sin of yaw ∓ 52.5°) and the
-    elevation band's lower/upper (cos²a, sin a·|sin a|) pairs after wrapping pitch onto [−90°, 90°]."""
-    pitch = poses[:, 3].double()
-    yaw = poses[:, 4].double()
-    a1 = torch.deg2rad(yaw - FOV_HALF_H)
-    a2 = torch.deg2rad(yaw + FOV_HALF_H)
-    # The arc of elevations within 37.5° of pitch meets [-90°, 90°] in at most one interval.
+def elevation_band(pitch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Elevations (degrees, float64) whose wrapped distance to `pitch` is below 37.5°, as one interval
+    `(lo, hi)` inside [−90°, 90°] per camera; `lo = +inf, hi = −inf` where there is none."""
+    pitch = pitch.double()
     centre = torch.remainder(pitch + 180, 360) - 180
     lo = torch.full_like(pitch, math.inf)
     hi = torch.full_like(pitch, -math.inf)
+    # The arc of elevations within 37.5° of pitch meets [-90°, 90°] in at most one interval.
     for shift in (-360.0, 0.0, 360.0):
         c_lo = torch.clamp(centre + shift - FOV_HALF_V, min=-90)
         c_hi = torch.clamp(centre + shift + FOV_HALF_V, max=90)
         hit = c_lo < c_hi
         lo = torch.where(hit, c_lo, lo)
         hi = torch.where(hit, c_hi, hi)
-    empty = torch.isinf(lo)
-    s_lo, s_hi = torch.sin(torch.deg2rad(lo)), torch.sin(torch.deg2rad(hi))
-    lo_a = torch.cos(torch.deg2rad(lo)) ** 2
-    lo_b = s_lo * s_lo.abs()
-    hi_a = torch.cos(torch.deg2rad(hi)) ** 2
-    hi_b = s_hi * s_hi.abs()
-    # Open ends: "y|y|·0 > −h²" and "y|y|·0 < h²" hold for every point off the vertical axis.
-    lo_open = (lo <= -90) & ~empty
-    lo_a = torch.where(lo_open | empty, 0.0, lo_a)
-    lo_b = torch.where(lo_open, -1.0, torch.where(empty, 1.0, lo_b))
-    hi_open = hi >= 90
-    hi_a = torch.where(hi_open | empty, 0.0, hi_a)
-    hi_b = torch.where(hi_open | empty, 1.0, hi_b)
-    coeffs = torch.stack([torch.cos(a1), torch.sin(a1), torch.cos(a2), torch.sin(a2), lo_a, lo_b, hi_a, hi_b], 1)
-    return coeffs.to(poses.dtype)
+    return lo, hi
 
 
-def in_fov(points: torch.Tensor, poses: torch.Tensor, chunk_elements: int = DEFAULT_CHUNK_ELEMENTS) -> torch.Tensor:
-    """FOV test of `(N, 3)` points for `(P, 5)` cameras at once: `(P, N)` bool.
+def linear_forms(poses: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-camera coefficients of the FOV test: `a (P, 5, 4)` over `(px, py, pz, 1)` for the rows
+    wedge, low, high, x, z, and `b (P, 3)` multiplying h in wedge, low, high (module docstring).
 
-    Candidates are processed in chunks of about `chunk_elements` pairs, so memory stays bounded
-    (a few float buffers of that size) whatever P is.
+    Computed in float64 and returned in the poses' dtype. Open band ends (lo = −90°, hi = 90°)
+    reduce to `h > 0`; an empty band makes `low` identically 0, i.e. never visible.
     """
-    num_poses, num_points = poses.shape[0], points.shape[0]
-    out = torch.empty((num_poses, num_points), dtype=torch.bool, device=points.device)
+    p = poses.double()
+    cx, cy, cz = p[:, 0], p[:, 1], p[:, 2]
+    yaw = torch.deg2rad(p[:, 4])
+    s_yaw, c_yaw = torch.sin(yaw), torch.cos(yaw)
+    lo, hi = elevation_band(p[:, 3])
+    empty = torch.isinf(lo)
+    cos_lo = torch.where((lo <= -90) | empty, 0.0, torch.cos(torch.deg2rad(lo)))
+    sin_lo = torch.where(lo <= -90, -1.0, torch.where(empty, 0.0, torch.sin(torch.deg2rad(lo))))
+    cos_hi = torch.where(hi >= 90, 0.0, torch.cos(torch.deg2rad(hi)))
+    sin_hi = torch.where(hi >= 90, 1.0, torch.sin(torch.deg2rad(hi)))
+    zero, one = torch.zeros_like(cx), torch.ones_like(cx)
+    a = torch.stack([
+        torch.stack([s_yaw, zero, c_yaw, -(s_yaw * cx + c_yaw * cz)], 1),
+        torch.stack([zero, cos_lo, zero, -cos_lo * cy], 1),
+        torch.stack([zero, -cos_hi, zero, cos_hi * cy], 1),
+        torch.stack([one, zero, zero, -cx], 1),
+        torch.stack([zero, zero, one, -cz], 1),
+    ], 1)
+    b = torch.stack([torch.full_like(cx, -COS_HALF_H), -sin_lo, sin_hi], 1)
+    return a.to(poses.dtype), b.to(poses.dtype)
+
+
+def homogeneous(points: torch.Tensor) -> torch.Tensor:
+    """`(N, 3)` points -> `(4, N)` columns `(px, py, pz, 1)`."""
+    return torch.cat([points.T, points.new_ones((1, points.shape[0]))]).contiguous()
+
+
+def fov_mask_from_forms(points: torch.Tensor, a: torch.Tensor, b: torch.Tensor,
+                        chunk_elements: int = DEFAULT_CHUNK_ELEMENTS, out: torch.Tensor | None = None) -> torch.Tensor:
+    """FOV test of `(N, 3)` points for cameras given by `linear_forms` `(P, 5, 4), (P, 3)`: `(P, N)`
+    float, 1.0 where visible (written into `out` when given).
+
+    Cameras are processed in chunks of about `chunk_elements` pairs, so the scratch buffers stay in
+    cache whatever P is. A float mask (not bool) because comparisons into float are several times
+    faster on CPU and the greedy steps multiply it with the remaining-points vector anyway.
+    """
+    num_poses, num_points = a.shape[0], points.shape[0]
+    if out is None:
+        out = torch.empty((num_poses, num_points), dtype=points.dtype, device=points.device)
     if num_poses == 0 or num_points == 0:
         return out
-    coeffs = _fov_coefficients(poses)
-    px, py, pz = (points[:, i].contiguous() for i in range(3))
+    columns = homogeneous(points)
     rows = max(1, min(num_poses, chunk_elements // num_points))
-    bufs = [torch.empty((rows, num_points), dtype=points.dtype, device=points.device) for _ in range(5)]
-    flag = torch.empty((rows, num_points), dtype=torch.bool, device=points.device)
+    # Form-major scratch, so every form of a chunk is one contiguous (rows, N) block.
+    scratch = torch.empty(NUM_FORMS * rows * num_points, dtype=points.dtype, device=points.device)
+    dist = torch.empty((rows, num_points), dtype=points.dtype, device=points.device)
+    a_by_form = a.transpose(0, 1)
     for start in range(0, num_poses, rows):
         stop = min(start + rows, num_poses)
         n = stop - start
-        x, y, z, t1, t2 = (b[:n] for b in bufs)
-        vis, tmp = out[start:stop], flag[:n]
-        c = coeffs[start:stop, :, None].unbind(1)
-        cam = poses[start:stop, :3, None]
-        torch.sub(px, cam[:, 0], out=x)
-        torch.sub(py, cam[:, 1], out=y)
-        torch.sub(pz, cam[:, 2], out=z)
-        # Horizontal wedge: sin(az − (yaw − 52.5°)) > 0 and sin((yaw + 52.5°) − az) > 0.
-        torch.gt(torch.mul(x, c[0], out=t1), torch.mul(z, c[1], out=t2), out=vis)
-        vis &= torch.gt(torch.mul(z, c[3], out=t1), torch.mul(x, c[2], out=t2), out=tmp)
-        torch.mul(x, x, out=t1).addcmul_(z, z)  # h²
-        torch.abs(y, out=t2).mul_(y)  # y·|y|
-        vis &= torch.gt(torch.mul(t2, c[4], out=x), torch.mul(t1, c[5], out=z), out=tmp)
-        vis &= torch.lt(torch.mul(t2, c[6], out=x), torch.mul(t1, c[7], out=z), out=tmp)
+        f, h = scratch[: NUM_FORMS * n * num_points].view(NUM_FORMS * n, num_points), dist[:n]
+        torch.mm(a_by_form[:, start:stop].reshape(NUM_FORMS * n, 4), columns, out=f)
+        wedge, low, high, x, z = f.view(NUM_FORMS, n, num_points).unbind(0)
+        torch.mul(x, x, out=h).addcmul_(z, z).sqrt_()
+        coeff = b[start:stop, :, None]
+        wedge.addcmul_(h, coeff[:, 0])
+        low.addcmul_(h, coeff[:, 1])
+        high.addcmul_(h, coeff[:, 2])
+        torch.minimum(wedge, low, out=x)
+        torch.minimum(x, high, out=z)
+        torch.gt(z, 0, out=out[start:stop])
     return out
+
+
+def fov_mask(points: torch.Tensor, poses: torch.Tensor, chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
+             out: torch.Tensor | None = None) -> torch.Tensor:
+    """FOV test of `(N, 3)` points for `(P, 5)` cameras at once: `(P, N)` float, 1.0 where visible."""
+    return fov_mask_from_forms(points, *linear_forms(poses), chunk_elements, out)
+
+
+def in_fov(points: torch.Tensor, poses: torch.Tensor, chunk_elements: int = DEFAULT_CHUNK_ELEMENTS) -> torch.Tensor:
+    """`fov_mask` as bool `(P, N)`."""
+    return fov_mask(points, poses, chunk_elements) > 0
 
 
 def _circular_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -117,16 +162,17 @@ def _circular_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.minimum(d, 360 - d)
 
 
-def cull(points: torch.Tensor, poses: torch.Tensor) -> torch.Tensor:
-    """Conservative per-camera test `(P,)` bool: False only where no point can be in view.
+def classify(points: torch.Tensor, poses: torch.Tensor) -> torch.Tensor:
+    """Per camera `(P,)` int8: OUTSIDE (sees no point), INSIDE (sees every point) or PARTIAL.
 
     The points lie in a ball (centre s, radius ρ); seen from a camera at distance D > ρ their
-    directions stay within asin(ρ/D) of the direction to s, and their azimuths within asin(ρ/D_h).
-    A camera is dropped when that cone misses its wedge or its elevation band by more than
-    `CULL_MARGIN_DEG` (far above float32 rounding), so culling never changes a mask.
+    directions stay within asin(ρ/D) of the direction to s, so their elevations stay within that of
+    s's elevation, and their azimuths within asin(ρ/D_h). Both verdicts keep `CULL_MARGIN_DEG` (far
+    above float32 rounding) from every FOV edge, so they never contradict the point-wise test.
     """
+    codes = torch.full((poses.shape[0],), PARTIAL, dtype=torch.int8, device=poses.device)
     if points.shape[0] == 0:
-        return torch.zeros(poses.shape[0], dtype=torch.bool, device=poses.device)
+        return codes.fill_(OUTSIDE)
     pts = points.double()
     centre = (pts.amin(0) + pts.amax(0)) / 2
     radius = (pts - centre).norm(dim=1).max()
@@ -136,13 +182,16 @@ def cull(points: torch.Tensor, poses: torch.Tensor) -> torch.Tensor:
     ratio_h = torch.clamp(radius / dist_h, max=1)
     spread_h = torch.rad2deg(torch.asin(ratio_h))
     spread = torch.rad2deg(torch.asin(torch.clamp(radius / dist, max=1)))
-    azimuth = torch.rad2deg(torch.atan2(d[:, 0], d[:, 2]))
-    elevation = torch.rad2deg(torch.atan2(d[:, 1], dist_h))
-    pitch = poses[:, 3].double()
-    az_out = _circular_distance(azimuth, poses[:, 4].double()) >= FOV_HALF_H + spread_h + CULL_MARGIN_DEG
-    el_out = _circular_distance(elevation, pitch) >= FOV_HALF_V + spread + CULL_MARGIN_DEG
-    inside = dist <= radius + CULL_MARGIN_DEG
-    return inside | ~((az_out & (ratio_h < 1)) | el_out)
+    off_azimuth = _circular_distance(torch.rad2deg(torch.atan2(d[:, 0], d[:, 2])), poses[:, 4].double())
+    off_elevation = _circular_distance(torch.rad2deg(torch.atan2(d[:, 1], dist_h)), poses[:, 3].double())
+    clear = dist > radius + CULL_MARGIN_DEG
+    outside = clear & (((off_azimuth >= FOV_HALF_H + spread_h + CULL_MARGIN_DEG) & (ratio_h < 1))
+                       | (off_elevation >= FOV_HALF_V + spread + CULL_MARGIN_DEG))
+    inside = (clear & (ratio_h < 1) & (off_azimuth + spread_h + CULL_MARGIN_DEG <= FOV_HALF_H)
+              & (off_elevation + spread + CULL_MARGIN_DEG <= FOV_HALF_V))
+    codes[outside] = OUTSIDE
+    codes[inside] = INSIDE
+    return codes
 
 
 def target_centred(target_pose: torch.Tensor, other_poses: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -154,31 +203,116 @@ def target_centred(target_pose: torch.Tensor, other_poses: torch.Tensor) -> tupl
     return target, others
 
 
+class MaskScorer:
+    """Candidates' masks over the target-visible points, computed once.
+
+    Only cameras that `classify` finds PARTIAL get a mask row of their own; the others point at a
+    shared row of zeros (OUTSIDE) or of ones (INSIDE), the last two rows of `mask`.
+    """
+
+    def __init__(self, visible: torch.Tensor, others: torch.Tensor, chunk_elements: int) -> None:
+        codes = classify(visible, others)
+        partial = (codes == PARTIAL).nonzero().squeeze(1)
+        num_partial = len(partial)
+        self.mask = torch.empty((num_partial + 2, visible.shape[0]), dtype=visible.dtype, device=visible.device)
+        fov_mask(visible, others[partial], chunk_elements, out=self.mask[:num_partial])
+        self.mask[num_partial] = 0
+        self.mask[num_partial + 1] = 1
+        self.position = torch.where(codes == INSIDE, num_partial + 1, num_partial).to(torch.int64)
+        self.position[partial] = torch.arange(num_partial, device=visible.device)
+
+    def counts(self, weights: torch.Tensor) -> torch.Tensor:
+        """`(P,)` int64 number of weighted (0/1) points each candidate sees; exact (integers < 2**24)."""
+        return (self.mask @ weights)[self.position].to(torch.int64)
+
+    def rows(self, index: torch.Tensor) -> torch.Tensor:
+        """`(len(index), V)` float masks of the candidates `index`."""
+        return self.mask[self.position[index]]
+
+
+class KernelScorer:
+    """Candidates scored over all points by the Triton kernel, weighted by the target's mask: nothing
+    is compacted, so no step waits for the host."""
+
+    def __init__(self, points: torch.Tensor, others: torch.Tensor) -> None:
+        from kernels.fov_overlap import fov_overlap_counts  # kernels imports this module
+
+        self._count = fov_overlap_counts
+        self.points = points
+        self.a, self.b = linear_forms(others)
+
+    def counts(self, weights: torch.Tensor) -> torch.Tensor:
+        return self._count(self.points, self.a, self.b, weights).to(torch.int64)
+
+    def rows(self, index: torch.Tensor) -> torch.Tensor:
+        return fov_mask_from_forms(self.points, self.a[index], self.b[index])
+
+
 @dataclass
 class Overlap:
     """Per-candidate view overlap with the target, before any greedy carving."""
 
     target_in_fov: torch.Tensor  # (N,) bool over all points
-    candidate_in_fov: torch.Tensor  # (P, V) bool over the target-visible points
-    kept: torch.Tensor  # (K,) int64: candidates not culled (all other rows of the mask are False)
-    count: torch.Tensor  # (P,) int64
-    ratio: torch.Tensor  # (P,) float
+    scorer: MaskScorer | KernelScorer
+    weights: torch.Tensor  # (V,) ones over the visible points (mask scorer) or the target mask (kernel)
+    num_poses: int
+
+    @property
+    def count(self) -> torch.Tensor:
+        """`(P,)` int64 number of target-visible points each candidate sees."""
+        return self.scorer.counts(self.weights)
+
+    @property
+    def ratio(self) -> torch.Tensor:
+        """`(P,)` float32 `count / target-visible count`, as the reference divides."""
+        return self.count / self.target_in_fov.sum()
+
+    @property
+    def candidate_in_fov(self) -> torch.Tensor:
+        """`(P, V)` bool FOV masks over the target-visible points (built on demand)."""
+        rows = self.scorer.rows(torch.arange(self.num_poses, device=self.weights.device))
+        if isinstance(self.scorer, KernelScorer):
+            rows = rows[:, self.target_in_fov]
+        return rows > 0
+
+
+BACKENDS = ("auto", "torch", "triton")
+
+
+def use_kernel(points: torch.Tensor, backend: str) -> bool:
+    """Whether `backend` resolves to the Triton kernel for these points: 'auto' takes it for CUDA
+    tensors when Triton is installed, 'triton' insists (CPU tensors only under TRITON_INTERPRET=1)."""
+    if backend not in BACKENDS:
+        raise ValueError(f"retrieval backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if backend == "torch":
+        return False
+    from kernels.fov_overlap import kernel_runs_on
+
+    ok = kernel_runs_on(points.device)
+    if backend == "triton" and not ok:
+        raise RuntimeError("the Triton FOV kernel needs the triton package and CUDA tensors "
+                           "(or TRITON_INTERPRET=1 for CPU tensors)")
+    return ok and (backend == "triton" or points.is_cuda)
 
 
 def compute_overlap(target_pose: torch.Tensor, other_poses: torch.Tensor, points: torch.Tensor,
-                    chunk_elements: int = DEFAULT_CHUNK_ELEMENTS) -> Overlap:
-    """FOV masks and overlap of every candidate with the target (points are already target-centred).
+                    chunk_elements: int = DEFAULT_CHUNK_ELEMENTS, backend: str = "auto") -> Overlap:
+    """FOV masks of every candidate over the target-visible points (points are already target-centred);
+    counts and ratios are computed when asked for.
 
-    Only cameras that `cull` keeps are tested; sizing that subset is the one host sync here.
+    The torch path sizes the visible and partially visible subsets on the host (two syncs); the
+    kernel path has none.
     """
     target, others = target_centred(target_pose, other_poses)
     target_mask = in_fov(points, target[None], chunk_elements)[0]
-    visible = points[target_mask]
-    kept = cull(visible, others).nonzero().squeeze(1)
-    mask = torch.zeros((others.shape[0], visible.shape[0]), dtype=torch.bool, device=points.device)
-    mask[kept] = in_fov(visible, others[kept], chunk_elements)
-    count = mask.sum(1)
-    return Overlap(target_mask, mask, kept, count, count / target_mask.sum())
+    if use_kernel(points, backend):
+        scorer = KernelScorer(points, others)
+        weights = target_mask.to(points.dtype)
+    else:
+        visible = points[target_mask]
+        scorer = MaskScorer(visible, others, chunk_elements)
+        weights = visible.new_ones(visible.shape[0])
+    return Overlap(target_mask, scorer, weights, others.shape[0])
 
 
 @dataclass
@@ -204,45 +338,42 @@ class Retrieval:
 
 
 def retrieve(target_pose: torch.Tensor, other_poses: torch.Tensor, points: torch.Tensor, num_prev_frames: int,
-             min_overlap: float = 0.05, k: int = 3, chunk_elements: int = DEFAULT_CHUNK_ELEMENTS) -> Retrieval:
+             min_overlap: float = 0.05, k: int = 3, chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
+             backend: str = "auto") -> Retrieval:
     """Pick up to k stored frames whose view overlaps the target's, exactly as WorldMAR does.
 
     The greedy loop always runs its `k − num_prev_frames` steps on the device and masks the steps
     after the reference would have stopped, so the data-dependent stop needs no host round trip.
     """
-    ov = compute_overlap(target_pose, other_poses, points, chunk_elements)
-    device = points.device
-    mask = ov.candidate_in_fov
-    num_poses = mask.shape[0]
-    remaining = torch.ones(mask.shape[1], dtype=torch.bool, device=device)
+    ov = compute_overlap(target_pose, other_poses, points, chunk_elements, backend)
+    scorer, device = ov.scorer, points.device
+    num_poses = other_poses.shape[0]
+    remaining = ov.weights.clone()
     forced_in_range = min(num_prev_frames, num_poses)
     if forced_in_range:
-        remaining &= ~mask[:forced_in_range].any(0)
-    min_points = torch.tensor(mask.shape[1], device=device) * min_overlap
+        covered = scorer.rows(torch.arange(forced_in_range, device=device)).amax(0)
+        remaining.mul_(1 - covered)
+    min_points = ov.target_in_fov.sum() * min_overlap
     steps = max(k - num_prev_frames, 0)
     slots = torch.arange(max(k, num_prev_frames), device=device)
     excluded = torch.zeros(num_poses, dtype=torch.bool, device=device)
     excluded[:forced_in_range] = True
     recency = torch.arange(num_poses, 0, -1, device=device) / num_poses * (-RECENCY_WEIGHT)
-    kept_mask = mask[ov.kept].to(torch.float32)
-    counts = torch.zeros(num_poses, dtype=torch.int64, device=device)
     trace_conf = torch.empty((steps, num_poses), dtype=recency.dtype, device=device)
     trace_rem = torch.empty(steps, dtype=torch.int64, device=device)
     active = torch.ones((), dtype=torch.bool, device=device)
     step_active = torch.empty(steps, dtype=torch.bool, device=device)
     for step in range(steps):
-        left = remaining.sum()
+        left = remaining.sum().to(torch.int64)  # exact: a sum of fewer than 2**24 ones
         active = active & (left > min_points)
         step_active[step] = active
         trace_rem[step] = left
-        # Exact: the counts are integers below 2**24.
-        counts[ov.kept] = (kept_mask @ remaining.to(torch.float32)).to(torch.int64)
-        confidence = counts / left + recency
+        confidence = scorer.counts(remaining) / left + recency
         confidence.masked_fill_(excluded, EXCLUDED)
         trace_conf[step] = confidence
-        best = torch.topk(confidence, k=1).indices[0]
-        slots[num_prev_frames + step] = torch.where(active, best, slots[num_prev_frames + step])
+        best = torch.topk(confidence, k=1).indices
+        slots[num_prev_frames + step] = torch.where(active, best[0], slots[num_prev_frames + step])
         excluded[best] |= active
-        remaining &= ~(mask[best] & active)
+        remaining.mul_(1 - scorer.rows(best)[0] * active)
     num_selected = num_prev_frames + step_active.sum()
     return Retrieval(slots, num_selected, trace_conf, trace_rem, step_active, ov)
