@@ -217,4 +217,5 @@ def game_controls(keymap: Keymap) -> tuple[list[tuple[str, str]], list[str]]:
              for name, keys in numbered.items()]
     rows += [(f"{button} mouse", " + ".join(columns[i] for i in indices))
              for button, indices in keymap.mouse_buttons.items()]
+    rows += [(" + ".join(map(_label, keys)), columns[column]) for keys, column in keymap.combos]
     return rows, shadowed

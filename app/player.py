@@ -360,7 +360,7 @@ def open_player(args: argparse.Namespace) -> Iterator[Player]:
         world_cfg = keymap = replay = None
     else:
         world_cfg = load_world_config(str(args.config or args.world), world_overrides(args))
-        keymap = Keymap.load(args.keymap or world_cfg.actions.keymap)
+        keymap = Keymap.load(args.keymap or world_cfg.actions.keymap, world_cfg.actions.get("space"))
         replay = load_replay(args.replay) if args.replay else None
         if replay is not None and replay.metadata.get("world") != world_cfg.name:
             raise ConfigError(f"{args.replay} was recorded in world '{replay.metadata.get('world')}', not "

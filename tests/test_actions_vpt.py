@@ -238,7 +238,7 @@ def test_camera_settings_from_yaml(tmp_path: Path) -> None:
     ("camera: {sensitivity: -1}\n", "camera.sensitivity must be a positive number"),
     ("camera: {invert_y: maybe}\n", "camera.invert_y must be true or false"),
     ("camera: {speed: 2}\n", "camera.speed is unknown"),
-    ("action_space: csgo\n", "action_space 'csgo' is unknown"),
+    ("action_space: doom\n", "action_space 'doom' is unknown"),
     ("keys: {yes: jump}\n", "quote it"),
 ])
 def test_bad_keymap_gives_one_line_error(tmp_path: Path, text: str, fragment: str) -> None:

@@ -18,6 +18,18 @@ YAML layout::
     keys: {w: forward, "1": hotbar.1, left shift: [sneak], q: null}    # null unbinds a base key
     mouse_buttons: {left: attack, right: use, middle: pickItem}
     camera: {sensitivity: 0.15, max_degrees: 20, bin_degrees: 0.5, invert_y: false}
+
+Discrete action spaces (`action_space: atari`, ALE's 18 actions) take a `combos` section instead: held keys
+joined by " + " -> one action name. As in DIAMOND's play mode (src/game/keymap.py, game.py), the longest
+combination whose keys are all held wins (ties: the first in the file), nothing held is NOOP, and the action
+is a one-hot vector. A world names its own action space (`actions.space`, e.g. `atari/Breakout`: the game's
+minimal action set); `Keymap.load(..., action_space=...)` keeps the combos whose action the game has::
+
+    action_space: atari
+    combos: {space: fire, d: right, "w + d": upright, "d + space": rightfire}
+
+`action_space: csgo` binds keys and buttons to DIAMOND's CS:GO action names (CSGO_ACTIONS) and gives its 51-dim
+vector (engine/actions/csgo.py); `camera.sensitivity` is then DIAMOND's mouse multiplier.
 """
 
 from __future__ import annotations
@@ -31,6 +43,10 @@ import numpy as np
 import torch
 import yaml
 
+from engine.actions.atari import ALE_ACTIONS, minimal_action_names
+from engine.actions.csgo import CAMERA_KEYS as CSGO_CAMERA_KEYS
+from engine.actions.csgo import KEYS as CSGO_KEYS
+from engine.actions.csgo import encode_csgo_action
 from engine.actions.vpt import (
     ACTION_KEYS,
     CAMERA_BIN_DEGREES,
@@ -44,7 +60,15 @@ from engine.actions.vpt import (
 from engine.errors import ConfigError
 
 KEYMAP_DIR = Path(__file__).resolve().parents[2] / "assets" / "keymaps"
-ACTION_SPACES: dict[str, tuple[str, ...]] = {"vpt": ACTION_KEYS}
+CSGO_ACTIONS = ("up", "left", "down", "right", "jump", "crouch", "walk", "weapon1", "weapon2", "weapon3", "reload",
+                "camera_up", "camera_down", "camera_left", "camera_right", "left_click", "right_click")
+"""DIAMOND's CS:GO action names (its csgo/keymap.py): the 11 vector keys in vector order, the arrow-key camera
+motions, the two clicks. `to_action` feeds the held ones, in this order, to `engine.actions.csgo`."""
+CSGO_ACTION_KEYS = dict(zip(CSGO_ACTIONS, (*CSGO_KEYS, *CSGO_CAMERA_KEYS), strict=False))
+ACTION_SPACES: dict[str, tuple[str, ...]] = {"vpt": ACTION_KEYS, "atari": ALE_ACTIONS, "csgo": CSGO_ACTIONS}
+DISCRETE_SPACES = frozenset({"atari"})
+"""Spaces whose action is one of the columns (a one-hot vector), chosen by key combinations."""
+COMBO_SEPARATOR = " + "
 
 _NAMED_KEYS = (
     "space", "return", "enter", "escape", "tab", "backspace", "delete", "insert", "home", "end",
@@ -60,7 +84,8 @@ KEY_NAMES: frozenset[str] = frozenset(
 MOUSE_BUTTON_NAMES: dict[int, str] = {1: "left", 2: "middle", 3: "right", 6: "x1", 7: "x2"}
 """pygame mouse button numbers -> the names keymaps use."""
 
-_SECTIONS = ("extends", "action_space", "keys", "mouse_buttons", "camera")
+_SECTIONS = ("extends", "action_space", "keys", "mouse_buttons", "camera", "combos")
+_MERGED_SECTIONS = ("keys", "mouse_buttons", "camera", "combos")
 
 
 @dataclass(frozen=True)
@@ -82,12 +107,22 @@ class Keymap:
     camera: CameraSettings = field(default_factory=CameraSettings)
     action_keys: tuple[str, ...] = ACTION_KEYS
     source: str = "<dict>"
+    action_space: str = "vpt"
+    combos: tuple[tuple[tuple[str, ...], int], ...] = ()
+    """Discrete spaces: (held keys, column), longest combination first, ties in file order."""
+
+    @property
+    def discrete(self) -> bool:
+        return self.action_space.split("/")[0] in DISCRETE_SPACES
 
     @classmethod
-    def load(cls, name_or_path: str | Path) -> Keymap:
-        """A world keymap by name (assets/keymaps/<name>.yaml) or a user's keymap file by path."""
+    def load(cls, name_or_path: str | Path, action_space: str | None = None) -> Keymap:
+        """A world keymap by name (assets/keymaps/<name>.yaml) or a user's keymap file by path.
+
+        `action_space` is the world's (`actions.space`); a discrete keymap is restricted to its actions."""
         path = _resolve(name_or_path, None)
-        return cls.from_dict(_read_merged(path, ()), source=str(path))
+        keymap = cls.from_dict(_read_merged(path, ()), source=str(path))
+        return keymap if action_space is None else keymap.for_action_space(action_space)
 
     @classmethod
     def from_dict(cls, data: Mapping, source: str = "<dict>") -> Keymap:
@@ -97,12 +132,35 @@ class Keymap:
             raise ConfigError(f"keymap {source}: action_space '{space}' is unknown (expected one of "
                               f"{', '.join(ACTION_SPACES)})")
         columns = ACTION_SPACES[space]
+        if space in DISCRETE_SPACES:
+            for section in ("keys", "mouse_buttons", "camera"):
+                if data.get(section):
+                    raise ConfigError(f"keymap {source}: action_space {space} takes a 'combos' section "
+                                      f"(e.g. 'w + d: upright'), not '{section}'")
+            return cls(keys={}, mouse_buttons={}, action_keys=columns, source=source, action_space=space,
+                       combos=_combos(data.get("combos"), columns, source))
+        if data.get("combos"):
+            raise ConfigError(f"keymap {source}: 'combos' are for discrete action spaces "
+                              f"({', '.join(sorted(DISCRETE_SPACES))}), this keymap's is {space}")
         return cls(
             keys=_bindings(data.get("keys"), "keys", KEY_NAMES, columns, source, "a pygame key name such as "
                            "'w', 'space', 'left shift'"),
             mouse_buttons=_bindings(data.get("mouse_buttons"), "mouse_buttons", frozenset(MOUSE_BUTTON_NAMES.values()),
                                     columns, source, f"one of {', '.join(MOUSE_BUTTON_NAMES.values())}"),
-            camera=_camera(data.get("camera"), source), action_keys=columns, source=source)
+            camera=_camera(data.get("camera"), source), action_keys=columns, source=source, action_space=space)
+
+    def for_action_space(self, space: str) -> Keymap:
+        """This keymap for a world whose actions are `space` ("vpt", "atari" or "atari/<Game>")."""
+        columns = action_space_columns(space)
+        if columns == self.action_keys:
+            return self
+        if not self.discrete or space.split("/")[0] != self.action_space:
+            raise ConfigError(f"keymap {self.source} maps to action space {self.action_space}, "
+                              f"the world's is {space}")
+        combos = tuple((keys, columns.index(self.action_keys[column])) for keys, column in self.combos
+                       if self.action_keys[column] in columns)
+        return Keymap(keys={}, mouse_buttons={}, camera=self.camera, action_keys=columns, source=self.source,
+                      action_space=space, combos=combos)
 
     def camera_bins(self, mouse_dx: float, mouse_dy: float) -> tuple[int, int]:
         """Mouse motion of one tick (pixels, screen axes) -> (pitch_bin, yaw_bin), each in 0..80."""
@@ -114,7 +172,13 @@ class Keymap:
     def to_action(self, pressed_keys: Iterable[str], mouse_buttons: Iterable[str], mouse_dx: float,
                   mouse_dy: float) -> torch.Tensor:
         """One tick of input -> action vector (A,) float32. Unbound inputs are ignored."""
+        if self.action_space == "csgo":
+            return self._csgo_action(pressed_keys, mouse_buttons, mouse_dx, mouse_dy)
         values = np.zeros(len(self.action_keys), dtype=np.float32)
+        if self.discrete:
+            held = set(pressed_keys)
+            values[next((column for keys, column in self.combos if held.issuperset(keys)), 0)] = 1.0
+            return torch.from_numpy(values)
         for bindings, names in ((self.keys, pressed_keys), (self.mouse_buttons, mouse_buttons)):
             for name in names:
                 columns = bindings.get(name)
@@ -122,6 +186,19 @@ class Keymap:
                     values[list(columns)] = 1.0
         values[[PITCH_COLUMN, YAW_COLUMN]] = camera_value(self.camera_bins(mouse_dx, mouse_dy))
         return torch.from_numpy(values)
+
+    def _csgo_action(self, pressed_keys: Iterable[str], mouse_buttons: Iterable[str], mouse_dx: float,
+                     mouse_dy: float) -> torch.Tensor:
+        """The 51-dim CS:GO vector. The player does not track press order, so of two opposite keys the one first
+        in CSGO_ACTIONS wins (DIAMOND keeps the first pressed); `camera.sensitivity` is DIAMOND's mouse
+        multiplier and applies to the tick's mouse motion."""
+        held = {column for bindings, names in ((self.keys, pressed_keys), (self.mouse_buttons, mouse_buttons))
+                for name in names for column in bindings.get(name, ())}
+        names = [CSGO_ACTIONS[column] for column in sorted(held)]
+        dy = -mouse_dy if self.camera.invert_y else mouse_dy
+        return encode_csgo_action([CSGO_ACTION_KEYS[name] for name in names if name in CSGO_ACTION_KEYS],
+                                  mouse_dx * self.camera.sensitivity, dy * self.camera.sensitivity,
+                                  l_click="left_click" in names, r_click="right_click" in names)
 
 
 def _resolve(name_or_path: str | Path, relative_to: Path | None) -> Path:
@@ -158,7 +235,7 @@ def _read_yaml(path: Path) -> dict:
     unknown = [str(k) for k in data if k not in _SECTIONS]
     if unknown:
         raise ConfigError(f"keymap {path}: unknown section '{unknown[0]}' (expected {', '.join(_SECTIONS)})")
-    for section in ("keys", "mouse_buttons", "camera"):
+    for section in _MERGED_SECTIONS:
         if data.get(section) is not None and not isinstance(data[section], dict):
             raise ConfigError(f"keymap {path}: '{section}' must be a mapping")
     return data
@@ -170,12 +247,14 @@ def _read_merged(path: Path, seen: tuple[Path, ...]) -> dict:
         raise ConfigError(f"keymap {path}: 'extends' loops back to itself")
     data = _read_yaml(path)
     base_name = data.pop("extends", None)
-    Keymap.from_dict(data, source=str(path))  # report a bad entry against the file that holds it
     if base_name is None:
+        Keymap.from_dict(data, source=str(path))
         return data
     base = _read_merged(_resolve(base_name, path.parent), (*seen, path.resolve()))
-    merged = {**base, **{k: v for k, v in data.items() if k not in ("keys", "mouse_buttons", "camera")}}
-    for section in ("keys", "mouse_buttons", "camera"):
+    # report a bad entry against the file that holds it, in the base's action space unless it names its own
+    Keymap.from_dict({"action_space": base.get("action_space", "vpt"), **data}, source=str(path))
+    merged = {**base, **{k: v for k, v in data.items() if k not in _MERGED_SECTIONS}}
+    for section in _MERGED_SECTIONS:
         merged[section] = {**(base.get(section) or {}), **{str(k).lower(): v for k, v in (data.get(section) or {}).items()}}
     return merged
 
@@ -203,6 +282,36 @@ def _bindings(section: Mapping | None, label: str, names: frozenset[str], column
             indices.append(columns.index(column))
         out[name] = tuple(indices)
     return out
+
+
+def action_space_columns(space: str) -> tuple[str, ...]:
+    """Column names of an action space: "vpt", "atari" (ALE's 18 actions) or "atari/<Game>" (its minimal set)."""
+    if space in ACTION_SPACES:
+        return ACTION_SPACES[space]
+    family, _, game = space.partition("/")
+    if family == "atari" and game:
+        return minimal_action_names(game)
+    raise ConfigError(f"action space '{space}' is unknown (expected one of {', '.join(ACTION_SPACES)} "
+                      "or atari/<Game>)")
+
+
+def _combos(section: Mapping | None, columns: tuple[str, ...],
+            source: str) -> tuple[tuple[tuple[str, ...], int], ...]:
+    """Key combinations -> column, ordered longest first (a stable sort keeps the file order of ties)."""
+    combos = []
+    for raw_name, target in (section or {}).items():
+        if target is None:
+            continue
+        keys = tuple(part.strip() for part in str(raw_name).lower().split(COMBO_SEPARATOR))
+        for key in keys:
+            if key not in KEY_NAMES:
+                raise ConfigError(f"keymap {source}: combos.'{raw_name}': '{key}' is not a pygame key name "
+                                  f"(join keys with '{COMBO_SEPARATOR}', e.g. 'w + d')")
+        if target not in columns:
+            raise ConfigError(f"keymap {source}: combos.'{raw_name}' -> '{target}' is not an action "
+                              f"(expected one of {', '.join(columns)})")
+        combos.append((keys, columns.index(target)))
+    return tuple(sorted(combos, key=lambda combo: -len(combo[0])))
 
 
 def _camera(section: Mapping | None, source: str) -> CameraSettings:

@@ -19,10 +19,12 @@ def assign_files(world_cfg: DictConfig, args: Sequence[str]) -> dict[str, Path]:
     """{role: path} from `role=path` words and bare paths.
 
     A bare path goes to the role whose configured file has its name, else to the next role
-    (in config order) that has none yet.
+    (in config order) that has none yet; roles configured with the same file (DIAMOND's networks
+    share one checkpoint) take it together.
     """
     roles = [str(role) for role in world_cfg.checkpoints.files]
-    by_name = {Path(str(entry)).name: str(role) for role, entry in world_cfg.checkpoints.files.items()}
+    entries = {str(role): str(entry) for role, entry in world_cfg.checkpoints.files.items()}
+    by_name = {Path(entry).name: role for role, entry in reversed(entries.items())}
     files: dict[str, Path] = {}
     bare: list[Path] = []
     for word in args:
@@ -43,7 +45,7 @@ def assign_files(world_cfg: DictConfig, args: Sequence[str]) -> dict[str, Path]:
         if role is None:
             raise CheckpointError(f"{path}: every role of world '{world_cfg.name}' ({', '.join(roles)}) "
                                   "already has a file")
-        files[role] = path
+        files |= {other: path for other in roles if entries[other] == entries[role] and other not in files}
     return files
 
 

@@ -89,6 +89,7 @@ def missing_files_error(repo: str | None, filenames: Sequence[str], roles: Seque
                         local_dir: Path, revision: str = DEFAULT_REVISION, reason: str = "") -> CheckpointError:
     """One line: which files are missing, why, and how to get them."""
     overrides = " ".join(f"--weights {role}=PATH" for role in roles)
+    filenames = list(dict.fromkeys(filenames))  # roles may share one file (DIAMOND's checkpoints)
     head = f"missing {', '.join(filenames)} for world '{world}'" + (f" ({reason})" if reason else "")
     if not repo:
         return CheckpointError(f"{head}: put them in {_display_path(local_dir)} (or pass {overrides})")
