@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ctypes.util
+import importlib
+import importlib.util
 import os
 import sys
 
@@ -45,6 +47,13 @@ def _gl_error(reason: str) -> EngineError:
                        "update the graphics driver, or run with --headless")
 
 
+def _load_triton_before_gl() -> None:
+    """torch imports triton lazily (e.g. for `normal_` on the meta device, where DIAMOND's action embeddings are
+    built); triton's LLVM loaded after Mesa's llvmpipe (the GL context) segfaults the process, so load it first."""
+    if importlib.util.find_spec("triton") is not None:
+        importlib.import_module("triton")
+
+
 class Window:
     """A resizable window; `ctx` is its moderngl context. Sizes are (width, height) in pixels."""
 
@@ -67,6 +76,7 @@ class Window:
         pygame.display.set_caption(title)
         self.windowed_size = size
         self.fullscreen = False
+        _load_triton_before_gl()
         try:
             self._set_mode(size, fullscreen=False)
             self.ctx = moderngl.create_context(require=330)
