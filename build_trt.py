@@ -3,8 +3,11 @@
     python build_trt.py --world minecraft [--config my_world.yaml] [--weights dit=path]
                         [--precision fp16|bf16|fp32] [--out engines/] [--onnx-only]
 
-Writes `<out>/<world>/<network>.onnx`, `<network>.json` (sidecar) and, unless `--onnx-only`,
-`<network>.plan`. An engine whose sidecar still matches (checkpoint, ONNX graph, precision, GPU,
+Exports every network a tick of the world calls, in its play configuration (static shapes; for Oasis
+the context prefill, the one-frame fill and the cached denoising step, the units `--backend compile`
+runs; for DIAMOND the denoiser/upsampler, reward/end model and actor-critic), checks each ONNX graph
+against PyTorch in onnxruntime, then builds the engines. Writes `<out>/<world>/<network>.onnx`,
+`<network>.json` (sidecar) and, unless `--onnx-only`, `<network>.plan`. An engine whose sidecar still matches (checkpoint, ONNX graph, precision, GPU,
 TensorRT version) is reused. The ONNX graphs are exported in fp32; the precision is TensorRT's.
 TensorRT itself was never run on this project's machines (see engine/backends/tensorrt.py).
 """
@@ -23,7 +26,8 @@ PROJECT_ROOT = Path(__file__).resolve().parent
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--world", default="minecraft", help="world name under assets/worlds/")
+    parser.add_argument("--world", default="minecraft", help="world name under assets/worlds/ (minecraft, atari, csgo)")
+    parser.add_argument("--game", help="game of a multi-game world (atari), same as the launcher's --game")
     parser.add_argument("--config", help="a world .yaml file (overrides --world)")
     parser.add_argument("--weights", action="append", default=[], metavar="ROLE=PATH",
                         help="checkpoint file for a network role, e.g. dit=./my.safetensors (repeatable)")
@@ -39,7 +43,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def build(args: argparse.Namespace) -> None:
     import torch
 
-    from engine.backends.export import export_all, oasis_exports
+    from engine.backends.export import export_all
     from engine.backends.tensorrt import (
         build_engine,
         check_sidecar,
@@ -49,17 +53,18 @@ def build(args: argparse.Namespace) -> None:
         tensorrt_environment,
         write_sidecar,
     )
+    from engine.backends.world_exports import world_exports
     from engine.checkpoints.resolve import parse_weight_overrides, resolve_checkpoint_files
     from engine.checkpoints.verify import files_sha256
     from engine.worlds.config import load_world_config
     from engine.worlds.loader import load_networks
 
-    cfg = load_world_config(args.config or args.world)
+    cfg = load_world_config(args.config or args.world, [f"game={args.game}"] if args.game else [])
     files = resolve_checkpoint_files(cfg, explicit=parse_weight_overrides(args.weights),
                                      allow_download=not args.no_download)
     networks = load_networks(cfg, files, torch.device("cpu"), torch.float32)
     folder = Path(args.out) / str(cfg.name)
-    specs = oasis_exports(networks["dit"], networks["vae"])
+    specs = world_exports(cfg, networks)
     previous = {spec.name: read_sidecar(folder / f"{spec.name}.json") for spec in specs}
     checkpoint_sha = files_sha256(files)
     exported = export_all(specs, folder, args.atol)
@@ -68,7 +73,7 @@ def build(args: argparse.Namespace) -> None:
     for spec in specs:
         result = exported[spec.name]
         sidecars[spec.name] = {
-            "world": str(cfg.name), "network": spec.name, "onnx": result["path"].name,
+            "world": str(cfg.name), "network": spec.name, "role": spec.role, "onnx": result["path"].name,
             **onnx_signature(result["path"]), "onnx_sha256": onnx_sha256(result["path"]),
             "checkpoint": str(files[spec.role]), "checkpoint_sha256": checkpoint_sha[spec.role],
             "precision": args.precision, "exporter": result["exporter"],
@@ -76,27 +81,29 @@ def build(args: argparse.Namespace) -> None:
         }
         print(f"{spec.name}: {result['path']} ({result['exporter']} exporter, "
               f"max |onnxruntime - torch| = {result['max_abs_diff']:.2e})")
+    # The cache decision before TensorRT is probed: what changed since the engine on disk was built.
+    reasons = {}
+    for name, sidecar in sidecars.items():
+        old = previous[name]
+        reasons[name] = check_sidecar(old, sidecar)
+        if reasons[name] is None:  # the engine built earlier is still this graph: keep its record
+            sidecar |= {key: old.get(key) for key in ("plan", "gpu", "tensorrt_version")}
+        elif not args.onnx_only:
+            print(f"{name}: engine to build: {reasons[name]}")
+        write_sidecar(folder / f"{name}.json", sidecar)
     if args.onnx_only:
-        for name, sidecar in sidecars.items():
-            old = previous[name]
-            if old and check_sidecar(old, sidecar) is None:
-                # The engine built earlier is still this graph: keep its record for the next build.
-                sidecar |= {key: old.get(key) for key in ("plan", "gpu", "tensorrt_version")}
-            write_sidecar(folder / f"{name}.json", sidecar)
         print(f"ONNX files and sidecars in {folder}; no TensorRT engines built (--onnx-only)")
         return
 
-    stale = {name: check_sidecar(previous[name], sidecar) for name, sidecar in sidecars.items()}
-    for name, reason in stale.items():
-        if reason:
-            print(f"{name}: engine will be rebuilt: {reason}")
     environment = tensorrt_environment()
     from tqdm import tqdm
 
     for name in tqdm(sidecars, desc="build TensorRT", unit="net"):
         sidecar = sidecars[name] | environment
         plan = folder / f"{name}.plan"
-        reason = check_sidecar(previous[name], sidecar) if plan.is_file() else "the engine file is missing"
+        reason = reasons[name] or check_sidecar(sidecars[name], sidecar)
+        if reason is None and not plan.is_file():
+            reason = "the engine file is missing"
         if reason is None:
             tqdm.write(f"{name}: reusing {plan}")
             continue

@@ -59,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     run = parser.add_argument_group("inference")
     run.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     run.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), help="default: bf16 on CUDA, fp32 on CPU")
+    run.add_argument("--backend", choices=("auto", "eager", "compile", "trt"), default="auto",
+                     help="how the network calls run: eager PyTorch, compile (torch.compile + CUDA graphs), trt "
+                          "(engines from build_trt.py); auto: the fastest available, named in the HUD and log")
     run.add_argument("--steps", type=int, help="denoising steps per frame (default: the world's)")
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--sampler", choices=("cached", "reference"), default="cached",

@@ -8,7 +8,8 @@ import sys
 
 import torch
 
-from bench import minecraft, retrieval
+from bench import diamond, kernels, minecraft, retrieval
+from engine.backends.choose import BACKENDS
 from engine.backends.device import resolve_device, resolve_dtype
 from engine.errors import EngineError
 
@@ -17,26 +18,44 @@ def run_minecraft(args: argparse.Namespace, device: torch.device, dtype: torch.d
     on_gpu = device.type == "cuda"
     return minecraft.run(device, dtype, size=args.size or ("full" if on_gpu else "medium"),
                          window=args.window or (32 if on_gpu else 8), steps=args.steps,
-                         ticks=args.ticks or (20 if on_gpu else 5))
+                         ticks=args.ticks or (20 if on_gpu else 5), backend=args.backend)
 
 
 def run_retrieval(args: argparse.Namespace, device: torch.device, dtype: torch.dtype) -> dict:
     return retrieval.run(device)
 
 
-BENCHES = {"minecraft": (run_minecraft, minecraft.print_table), "retrieval": (run_retrieval, retrieval.print_table)}
+def run_csgo(args: argparse.Namespace, device: torch.device, dtype: torch.dtype) -> dict:
+    return diamond.run_csgo(device, dtype, preset=args.preset, ticks=args.ticks or (20 if device.type == "cuda" else 3))
+
+
+def run_atari(args: argparse.Namespace, device: torch.device, dtype: torch.dtype) -> dict:
+    return diamond.run_atari(device, torch.float32, ticks=args.ticks or (20 if device.type == "cuda" else 5))
+
+
+def run_kernels(args: argparse.Namespace, device: torch.device, dtype: torch.dtype) -> dict:
+    return kernels.run(device, dtype)
+
+
+BENCHES = {"minecraft": (run_minecraft, minecraft.print_table), "retrieval": (run_retrieval, retrieval.print_table),
+           "atari": (run_atari, diamond.print_table), "csgo": (run_csgo, diamond.print_table),
+           "kernels": (run_kernels, kernels.print_table)}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("worlds", nargs="*", default=list(BENCHES), choices=list(BENCHES))
+    parser.add_argument("worlds", nargs="*", default=[name for name in BENCHES if name != "kernels"],
+                        choices=list(BENCHES))
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    parser.add_argument("--backend", default="eager", choices=BACKENDS,
+                        help="network calls of the fast path: eager, compile (torch.compile + CUDA graphs), trt, auto")
     parser.add_argument("--dtype", default=None, help="fp32, bf16 or fp16 (default: bf16 on CUDA, fp32 on CPU)")
     parser.add_argument("--size", choices=("medium", "full"), default=None,
                         help="network size (default: medium on CPU, full on CUDA)")
     parser.add_argument("--window", type=int, default=None, help="sampler window (default: 8 on CPU, 32 on CUDA)")
     parser.add_argument("--steps", type=int, default=10, help="denoising steps per tick")
     parser.add_argument("--ticks", type=int, default=None, help="timed ticks per sampler (default: 5 CPU, 20 CUDA)")
+    parser.add_argument("--preset", default="fast", help="csgo sampler preset: fast or higher_quality")
     args = parser.parse_args(argv)
     try:
         device = resolve_device(args.device)
@@ -47,7 +66,11 @@ def main(argv: list[str] | None = None) -> int:
     figures = []
     for world in args.worlds:
         run, print_table = BENCHES[world]
-        result = run(args, device, dtype)
+        try:
+            result = run(args, device, dtype)
+        except EngineError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
         print_table(result)
         figures.append(result)
     print(json.dumps({"benchmarks": figures}))

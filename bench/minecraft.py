@@ -1,7 +1,9 @@
 """Oasis tick: cached diffusion-forcing sampler vs the plain reference algorithm, same process.
 
-Both samplers get the same weights, settings and noise; timing starts once the window has
-filled and slides (the steady state of play), and the frames of both are compared.
+All samplers get the same weights, settings and noise; timing starts once the window has filled and
+slides (the steady state of play), ticks alternate between samplers, and the frames are compared.
+With `--backend compile|trt|auto` the cached sampler also runs through that backend
+(`BackendDiffusionForcing`, decoder included), after its warm-up.
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ import time
 import torch
 
 from bench.device import device_name, sync
+from engine.backends.choose import make_backend
 from engine.backends.device import dtype_name
+from engine.backends.oasis_sampler import BackendDiffusionForcing
 from engine.models.oasis_dit import OasisDiT
 from engine.models.oasis_vae import OasisVAE
 from engine.sampling.diffusion_forcing import (
@@ -69,9 +73,23 @@ def time_interleaved(samplers: dict, prompt: torch.Tensor, action: torch.Tensor,
     return results
 
 
+def time_decode(decode, tokens: torch.Tensor, device: torch.device, repeats: int = 3) -> float:
+    """Median ms of `repeats` decodes after one untimed call."""
+    decode(tokens)
+    times = []
+    for _ in range(repeats):
+        sync(device)
+        t0 = time.perf_counter()
+        decode(tokens)
+        sync(device)
+        times.append((time.perf_counter() - t0) * 1000)
+    return statistics.median(times)
+
+
 @torch.no_grad()
 def run(device: torch.device, dtype: torch.dtype, size: str = "medium", window: int = 8, steps: int = 10,
-        ticks: int = 5) -> dict:
+        ticks: int = 5, backend: str = "eager") -> dict:
+    """Reference, cached (eager) and, with a backend other than eager, cached through that backend."""
     dit, vae = build_models(size, window, device, dtype)
     settings = DiffusionForcingSettings(ddim_steps=steps, max_frames=window)
     latent_shape = (1, 1, dit.in_channels, *(g * dit.patch_size for g in dit.grid))
@@ -81,40 +99,53 @@ def run(device: torch.device, dtype: torch.dtype, size: str = "medium", window: 
     warmup = window
     samplers = {name: cls(dit, settings, SeededNoise(0, device))
                 for name, cls in (("reference", ReferenceDiffusionForcing), ("cached", CachedDiffusionForcing))}
-    results = time_interleaved(samplers, prompt, action, warmup, ticks, device)
     tokens = torch.zeros((1, vae.grid[0] * vae.grid[1], vae.latent_dim), device=device, dtype=dtype)
-    vae.decode(tokens)
-    sync(device)
-    t0 = time.perf_counter()
-    vae.decode(tokens)
-    sync(device)
-    decode_ms = (time.perf_counter() - t0) * 1000
-    ref_ms = statistics.median(results["reference"][0])
-    fast_ms = statistics.median(results["cached"][0])
-    max_diff = max((a - b).abs().max().item() for a, b in zip(results["reference"][1], results["cached"][1], strict=True))
-    theory = steps * window / (window - 1 + steps)
+    decoders = {"eager": vae.decode}
+    chosen = make_backend(backend, device, dtype)
+    if chosen.name != "eager":
+        fast = BackendDiffusionForcing(dit, settings, SeededNoise(0, device), backend=chosen)
+        decoders[chosen.label] = chosen.compile_step(vae.decode, (tokens,), "vae_decoder")
+        fast.warm_up()
+        samplers[f"cached+{chosen.label}"] = fast
+    results = time_interleaved(samplers, prompt, action, warmup, ticks, device)
+    decode_ms = {name: time_decode(decode, tokens, device) for name, decode in decoders.items()}
+    reference = results.pop("reference")
+    ref_ms = statistics.median(reference[0])
+    ref_tick = ref_ms + decode_ms["eager"]
+    rows = []
+    for name, (times, frames) in results.items():
+        sample_ms = statistics.median(times)
+        decode = decode_ms[name.removeprefix("cached+")] if "+" in name else decode_ms["eager"]
+        tick_ms = sample_ms + decode
+        rows.append({"sampler": name, "sample_ms": round(sample_ms, 2), "decode_ms": round(decode, 2),
+                     "tick_ms": round(tick_ms, 2), "fps": round(1000 / tick_ms, 2),
+                     "sample_speedup": round(ref_ms / sample_ms, 2), "tick_speedup": round(ref_tick / tick_ms, 2),
+                     "max_abs_diff": max((a - b).abs().max().item()
+                                         for a, b in zip(reference[1], frames, strict=True))})
+    cached = rows[0]
     return {
         "bench": "minecraft", "device": device_name(device), "dtype": dtype_name(dtype), "size": size,
-        "width": dit.x_embedder.proj.out_channels, "depth": dit.depth, "window": window, "steps": steps,
-        "ticks": ticks, "reference_sample_ms": round(ref_ms, 2), "cached_sample_ms": round(fast_ms, 2),
-        "decode_ms": round(decode_ms, 2), "reference_fps": round(1000 / (ref_ms + decode_ms), 2),
-        "cached_fps": round(1000 / (fast_ms + decode_ms), 2), "sample_speedup": round(ref_ms / fast_ms, 2),
-        "tick_speedup": round((ref_ms + decode_ms) / (fast_ms + decode_ms), 2),
-        "theoretical_speedup": round(theory, 2), "max_abs_diff": max_diff,
+        "backend": chosen.label, "width": dit.x_embedder.proj.out_channels, "depth": dit.depth, "window": window,
+        "steps": steps, "ticks": ticks, "reference_sample_ms": round(ref_ms, 2),
+        "reference_decode_ms": round(decode_ms["eager"], 2), "reference_tick_ms": round(ref_tick, 2),
+        "reference_fps": round(1000 / ref_tick, 2), "samplers": rows,
+        "cached_sample_ms": cached["sample_ms"], "decode_ms": cached["decode_ms"], "cached_fps": cached["fps"],
+        "sample_speedup": cached["sample_speedup"], "tick_speedup": rows[-1]["tick_speedup"],
+        "theoretical_speedup": round(steps * window / (window - 1 + steps), 2),
+        "max_abs_diff": max(row["max_abs_diff"] for row in rows),
     }
 
 
 def print_table(result: dict) -> None:
-    rows = [
-        ("sampler", "sample ms", "tick ms (+decode)", "fps"),
-        ("reference", result["reference_sample_ms"], round(result["reference_sample_ms"] + result["decode_ms"], 2),
-         result["reference_fps"]),
-        ("cached", result["cached_sample_ms"], round(result["cached_sample_ms"] + result["decode_ms"], 2),
-         result["cached_fps"]),
-    ]
     print(f"minecraft  {result['size']} DiT (width {result['width']}, depth {result['depth']}), window "
-          f"{result['window']}, {result['steps']} steps, {result['device']}, {result['dtype']}")
-    for row in rows:
-        print("  " + "".join(f"{cell!s:>20}" for cell in row))
-    print(f"  speed-up: sampler {result['sample_speedup']}x (theory {result['theoretical_speedup']}x), "
-          f"tick {result['tick_speedup']}x; max |difference| {result['max_abs_diff']:.2e}")
+          f"{result['window']}, {result['steps']} steps, {result['device']}, {result['dtype']}, "
+          f"backend {result['backend']}")
+    header = ("sampler", "sample ms", "decode ms", "tick ms", "fps", "tick speed-up")
+    rows = [("reference", result["reference_sample_ms"], result["reference_decode_ms"], result["reference_tick_ms"],
+             result["reference_fps"], 1.0)]
+    rows += [(r["sampler"], r["sample_ms"], r["decode_ms"], r["tick_ms"], r["fps"], r["tick_speedup"])
+             for r in result["samplers"]]
+    for row in (header, *rows):
+        print("  " + "".join(f"{cell!s:>22}" for cell in row))
+    print(f"  theory (frame-passes, cached vs reference) {result['theoretical_speedup']}x; "
+          f"max |difference| vs reference {result['max_abs_diff']:.2e}")

@@ -13,6 +13,7 @@ import torch
 import build_trt
 from engine.backends import export
 from engine.backends.export import check_onnx, export_onnx, oasis_exports, run_onnx
+from engine.backends.oasis_units import pack_modulations
 from engine.backends.tensorrt import check_sidecar, read_sidecar
 from engine.checkpoints.resolve import resolve_checkpoint_files
 from engine.checkpoints.verify import file_sha256
@@ -23,7 +24,7 @@ from engine.worlds.loader import load_networks
 from engine.worlds.oasis import sampler_settings
 from tests.tiny_world import make_tiny_oasis_world
 
-NETWORKS = ("dit_prefill", "dit_step", "vae_decoder", "vae_encoder")
+NETWORKS = ("dit_prefill", "dit_append", "dit_step", "vae_decoder", "vae_encoder")
 ATOL = 1e-4
 
 
@@ -56,19 +57,24 @@ def test_onnx_only_writes_onnx_files_and_sidecars(onnx_dir: Path, loaded) -> Non
         sidecar = read_sidecar(onnx_dir / f"{name}.json")
         assert sidecar is not None and (onnx_dir / f"{name}.onnx").is_file()
         role = name.split("_")[0]
-        assert sidecar["checkpoint_sha256"] == file_sha256(files[role])
+        assert sidecar["role"] == role and sidecar["checkpoint_sha256"] == file_sha256(files[role])
         assert sidecar["onnx_sha256"] == file_sha256(onnx_dir / f"{name}.onnx")
         assert sidecar["precision"] == "fp16" and sidecar["exporter"] == "dynamo"
         assert sidecar["plan"] is None and sidecar["gpu"] is None and sidecar["tensorrt_version"] is None
         assert sidecar["onnx_max_abs_diff"] <= ATOL
     step = read_sidecar(onnx_dir / "dit_step.json")
     rows, cols = dit.grid
-    cache_shape = [dit.depth, rows * cols, dit.heads, cfg.sampler.max_frames - 1, dit.head_dim]
-    assert [i["name"] for i in step["inputs"]] == ["x", "t", "action", "keys", "values"]
-    assert step["inputs"][3]["shape"] == cache_shape and step["inputs"][1]["dtype"] == "int64"
+    window = cfg.sampler.max_frames
+    cache_shape = [dit.depth, rows * cols, dit.heads, window, dit.head_dim]
+    assert [i["name"] for i in step["inputs"]] == ["x", "mods", "keys", "values", "position"]
+    assert step["inputs"][2]["shape"] == cache_shape and step["inputs"][4]["dtype"] == "int64"
+    assert step["inputs"][1]["shape"][-1] == (12 * dit.depth + 2) * dit.x_embedder.proj.out_channels
     assert step["outputs"][0]["shape"] == [1, 1, dit.in_channels, rows * dit.patch_size, cols * dit.patch_size]
     prefill = read_sidecar(onnx_dir / "dit_prefill.json")
-    assert [o["shape"] for o in prefill["outputs"]] == [cache_shape, cache_shape]
+    context_shape = [*cache_shape[:3], window - 1, dit.head_dim]
+    assert [o["shape"] for o in prefill["outputs"]] == [context_shape, context_shape]
+    append = read_sidecar(onnx_dir / "dit_append.json")
+    assert [o["shape"] for o in append["outputs"]] == [[*cache_shape[:3], 1, dit.head_dim]] * 2
     decoder = read_sidecar(onnx_dir / "vae_decoder.json")
     assert decoder["outputs"][0]["shape"] == [1, 3, cfg.networks.vae.input_height, cfg.networks.vae.input_width]
 
@@ -81,8 +87,9 @@ def test_every_network_matches_pytorch_on_fresh_inputs(onnx_dir: Path, loaded) -
         assert check_onnx(onnx_dir / f"{spec.name}.onnx", spec.module, spec.inputs, ATOL) <= ATOL
 
 
-def test_onnx_prefill_and_step_reproduce_the_cached_sampler(onnx_dir: Path, loaded) -> None:
-    """A steady-state tick (full context window) run through the ONNX graphs gives the sampler's frame."""
+def test_onnx_units_reproduce_the_cached_sampler(onnx_dir: Path, loaded) -> None:
+    """A tick with a full window run through the ONNX graphs (prefill, then every denoising step) gives the
+    eager sampler's frame, and filling the window frame by frame with `dit_append` gives the prefill's cache."""
     cfg, _, networks = loaded
     dit = networks["dit"]
     settings = sampler_settings(cfg)
@@ -98,14 +105,23 @@ def test_onnx_prefill_and_step_reproduce_the_cached_sampler(onnx_dir: Path, load
         expected = sampler.step(actions[:, context])
 
     levels = torch.full((1, context), settings.context_level, dtype=torch.long)
-    keys, values = run_onnx(onnx_dir / "dit_prefill.onnx", (prompt, levels, actions[:, :context]))
+    prefill_keys, prefill_values = run_onnx(onnx_dir / "dit_prefill.onnx", (prompt, levels, actions[:, :context]))
+    cache_shape = (*prefill_keys.shape[:3], settings.max_frames, prefill_keys.shape[4])
+    keys, values = torch.zeros(cache_shape), torch.zeros(cache_shape)
+    for p in range(context):
+        new_keys, new_values = run_onnx(onnx_dir / "dit_append.onnx", (
+            prompt[:, p : p + 1], levels[:, :1], actions[:, p : p + 1], keys, values, torch.tensor([p])))
+        keys[:, :, :, p : p + 1], values[:, :, :, p : p + 1] = torch.from_numpy(new_keys), torch.from_numpy(new_values)
+    np.testing.assert_allclose(keys[:, :, :, :context].numpy(), prefill_keys, atol=ATOL, rtol=0)
+    np.testing.assert_allclose(values[:, :, :, :context].numpy(), prefill_values, atol=ATOL, rtol=0)
+
+    steps = settings.ddim_steps
+    with torch.no_grad():
+        mods = pack_modulations(dit.modulations(sampler.step_levels, actions[:, context:].expand(-1, steps, -1)))
     x = noise[0].clamp(-settings.noise_abs_max, settings.noise_abs_max)[:, None]
-    action = actions[:, context:]
-    for k in range(settings.ddim_steps, 0, -1):
+    for k in range(steps, 0, -1):
         sqrt_a, sqrt_1ma, sqrt_inv_a, sqrt_inv_am1, sqrt_a_next, sqrt_1ma_next = sampler.coefficients[k]
-        level = torch.full((1, 1), sampler.levels[k], dtype=torch.long)
-        (v,) = run_onnx(onnx_dir / "dit_step.onnx", (x, level, action,
-                                                      torch.from_numpy(keys), torch.from_numpy(values)))
+        (v,) = run_onnx(onnx_dir / "dit_step.onnx", (x, mods[:, k - 1 : k], keys, values, torch.tensor([context])))
         x0 = sqrt_a * x - sqrt_1ma * torch.from_numpy(v)
         eps = (sqrt_inv_a * x - x0) / sqrt_inv_am1
         x = sqrt_a_next * x0 + sqrt_1ma_next * eps
@@ -116,11 +132,16 @@ def test_build_stops_at_tensorrt_with_a_one_line_error(world: Path, tmp_path: Pa
                                                        capsys) -> None:
     monkeypatch.setitem(sys.modules, "tensorrt", None)  # absent even where someone installed it
     code = build_trt.main(["--config", str(world), "--out", str(tmp_path), "--no-download"])
-    err = capsys.readouterr().err.strip().splitlines()
+    captured = capsys.readouterr()
+    err = captured.err.strip().splitlines()
     assert code == 2
     assert err[-1] == "error: TensorRT is not installed: pip install .[trt] (needs an NVIDIA GPU and driver)"
     assert not [line for line in err if line.startswith("Traceback")]
-    assert {p.name for p in (tmp_path / "tiny-oasis").glob("*.onnx")} == {f"{n}.onnx" for n in NETWORKS}
+    folder = tmp_path / "tiny-oasis"
+    assert {p.name for p in folder.glob("*.onnx")} == {f"{n}.onnx" for n in NETWORKS}
+    for name in NETWORKS:  # the sidecars and the cache decision come before the TensorRT call
+        assert read_sidecar(folder / f"{name}.json")["plan"] is None
+        assert f"{name}: engine to build: no engine has been built yet" in captured.out
 
 
 @pytest.mark.parametrize("argv, expected", [
@@ -156,7 +177,8 @@ def test_sidecar_decides_reuse_or_names_the_reason(onnx_dir: Path) -> None:
 
 def test_export_falls_back_to_torchscript_when_torch_export_fails(loaded, tmp_path: Path, monkeypatch) -> None:
     _, _, networks = loaded
-    spec = oasis_exports(networks["dit"], networks["vae"])[2]
+    spec = oasis_exports(networks["dit"], networks["vae"])[3]
+    assert spec.name == "vae_decoder"
     real_export = torch.onnx.export
 
     def dynamo_fails(*args, dynamo: bool = True, **kwargs):

@@ -1,12 +1,17 @@
 """ONNX export of the Oasis networks in their play configuration, checked in onnxruntime.
 
-Every wrapper has static shapes and a plain-tensor signature, as TensorRT wants them:
+Every wrapper has static shapes and a plain-tensor signature, as TensorRT wants them, and wraps the
+very units the `compile` backend runs (`engine/backends/oasis_units.py`), so an engine replaces a unit
+one for one in `BackendDiffusionForcing`:
 
-- `DiTStep`: one denoising step of the newest frame at window position `max_frames - 1`
-  against the context keys/values given as input tensors (the steady state of
-  `CachedDiffusionForcing`; the position is fixed when the wrapper is built, not an input).
 - `DiTPrefill`: the `max_frames - 1` context frames -> every layer's temporal keys/values.
+- `DiTAppend`: one context frame at a window position (an input) -> its keys/values.
+- `DiTStep`: one denoising step of the newest frame at a window position, its adaLN modulations
+  packed into one input, against the full-capacity key/value cache.
 - `VAEDecoder`: latent tokens -> image; `VAEEncoder`: image -> posterior mean.
+
+The cache inputs are copied inside `DiTAppend`/`DiTStep` before the units write their frame's slot,
+so the graphs have no input mutation.
 
 Exporter: `torch.onnx.export(..., dynamo=True)` (torch.export + onnxscript) is used first; it
 handles the in-place cache writes of `forward_cached` (they are functionalised) and is the path
@@ -32,8 +37,9 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from engine.backends.oasis_units import OasisUnits, pack_modulations
 from engine.errors import EngineError
-from engine.models.oasis_dit import OasisDiT, TemporalCache
+from engine.models.oasis_dit import OasisDiT
 from engine.models.oasis_vae import OasisVAE
 
 # Models whose weights exceed this are written with external data (the protobuf limit is 2 GiB).
@@ -41,34 +47,38 @@ EXTERNAL_DATA_BYTES = 1 << 30
 
 
 class DiTStep(nn.Module):
-    """Newest frame (B, 1, C, H, W) at position `context` against `context` cached frames -> v-prediction."""
+    """`OasisUnits.step` on a copy of the cache: (x, mods, keys, values, position) -> v-prediction."""
 
-    def __init__(self, dit: OasisDiT) -> None:
+    def __init__(self, units: OasisUnits) -> None:
         super().__init__()
-        self.dit = dit
-        self.context = dit.max_frames - 1
+        self.units = units
+
+    def forward(self, x: torch.Tensor, mods: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
+                position: torch.Tensor) -> torch.Tensor:
+        return self.units.step(x, mods, keys.clone(), values.clone(), position)
+
+
+class DiTAppend(nn.Module):
+    """`OasisUnits.context` for one frame on a copy of the cache -> that frame's keys, values."""
+
+    def __init__(self, units: OasisUnits) -> None:
+        super().__init__()
+        self.units = units
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, action: torch.Tensor, keys: torch.Tensor,
-                values: torch.Tensor) -> torch.Tensor:
-        if keys.shape[3] != self.context:
-            raise ValueError(f"cache holds {keys.shape[3]} frames, the step was built for {self.context}")
-        # One scratch slot after the context, as in the sampler's preallocated cache.
-        slot = keys.new_zeros((*keys.shape[:3], 1, keys.shape[4]))
-        cache = TemporalCache(torch.cat((keys, slot), dim=3), torch.cat((values, slot), dim=3))
-        return self.dit.forward_cached(x, t, action, cache, self.context)
+                values: torch.Tensor, position: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.units.context(x, t, action, keys.clone(), values.clone(), position)
 
 
 class DiTPrefill(nn.Module):
-    """Context frames (B, S, C, H, W) at positions 0 .. S-1 -> keys, values (depth, B*h*w, heads, S, head_dim)."""
+    """`OasisUnits.prefill`: context frames (B, S, C, H, W) at 0 .. S-1 -> keys, values (depth, B*h*w, heads, S, hd)."""
 
-    def __init__(self, dit: OasisDiT) -> None:
+    def __init__(self, units: OasisUnits) -> None:
         super().__init__()
-        self.dit = dit
+        self.units = units
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        cache = self.dit.new_cache(x.shape[0], x.shape[1])
-        self.dit.forward_cached(x, t, action, cache, 0, keys_only=True)
-        return cache.keys, cache.values
+        return self.units.prefill(x, t, action)
 
 
 class VAEDecoder(nn.Module):
@@ -107,34 +117,44 @@ class ExportSpec:
 
 def oasis_exports(dit: OasisDiT, vae: OasisVAE, batch: int = 1, seed: int = 0,
                   context_level: int = 14, step_level: int = 500) -> list[ExportSpec]:
-    """The four Oasis exports with example inputs drawn from `seed` (keys/values from a real prefill)."""
+    """The Oasis units with example inputs drawn from `seed` (the cache from a real prefill)."""
     gen = torch.Generator().manual_seed(seed)
     param = dit.x_embedder.proj.weight
-    dtype = param.dtype
+    device, dtype = param.device, param.dtype
+    units = OasisUnits(dit, dit.max_frames)
     context = dit.max_frames - 1
     height, width = (g * dit.patch_size for g in dit.grid)
     frame = (dit.in_channels, height, width)
 
     def normal(*shape: int) -> torch.Tensor:
-        return torch.randn(shape, generator=gen).to(param.device, dtype)
+        return torch.randn(shape, generator=gen).to(device, dtype)
 
-    prefill = DiTPrefill(dit)
-    prefill_inputs = (normal(batch, context, *frame),
-                      torch.full((batch, context), context_level, dtype=torch.long, device=param.device),
+    def levels(level: int, frames: int) -> torch.Tensor:
+        return torch.full((batch, frames), level, dtype=torch.long, device=device)
+
+    prefill_inputs = (normal(batch, context, *frame), levels(context_level, context),
                       normal(batch, context, dit.external_cond_dim))
+    cache = dit.new_cache(batch)
+    keys, values = cache.keys, cache.values
     with torch.no_grad():
-        keys, values = prefill(*prefill_inputs)
-    step_inputs = (normal(batch, 1, *frame),
-                   torch.full((batch, 1), step_level, dtype=torch.long, device=param.device),
-                   normal(batch, 1, dit.external_cond_dim), keys, values)
+        prompt_keys, prompt_values = units.prefill(*prefill_inputs)
+    keys[:, :, :, :context], values[:, :, :, :context] = prompt_keys, prompt_values
+    last = torch.tensor([context], device=device)
+    append_inputs = (normal(batch, 1, *frame), levels(context_level, 1), normal(batch, 1, dit.external_cond_dim),
+                     keys, values, last - 1)
+    with torch.no_grad():
+        mods = pack_modulations(dit.modulations(levels(step_level, 1), normal(batch, 1, dit.external_cond_dim)))
+    step_inputs = (normal(batch, 1, *frame), mods, keys, values, last)
     image_h, image_w = vae.image_size
     tokens = vae.grid[0] * vae.grid[1]
     vae_dtype = vae.predictor.weight.dtype
-    images = (torch.rand((batch, 3, image_h, image_w), generator=gen) * 2 - 1).to(param.device, vae_dtype)
-    latents = torch.randn((batch, tokens, vae.latent_dim), generator=gen).to(param.device, vae_dtype)
+    images = (torch.rand((batch, 3, image_h, image_w), generator=gen) * 2 - 1).to(device, vae_dtype)
+    latents = torch.randn((batch, tokens, vae.latent_dim), generator=gen).to(device, vae_dtype)
     return [
-        ExportSpec("dit_prefill", "dit", prefill, prefill_inputs, ["x", "t", "action"], ["keys", "values"]),
-        ExportSpec("dit_step", "dit", DiTStep(dit), step_inputs, ["x", "t", "action", "keys", "values"],
+        ExportSpec("dit_prefill", "dit", DiTPrefill(units), prefill_inputs, ["x", "t", "action"], ["keys", "values"]),
+        ExportSpec("dit_append", "dit", DiTAppend(units), append_inputs,
+                   ["x", "t", "action", "keys", "values", "position"], ["new_keys", "new_values"]),
+        ExportSpec("dit_step", "dit", DiTStep(units), step_inputs, ["x", "mods", "keys", "values", "position"],
                    ["v"]),
         ExportSpec("vae_decoder", "vae", VAEDecoder(vae), (latents,), ["latents"], ["images"]),
         ExportSpec("vae_encoder", "vae", VAEEncoder(vae), (images,), ["images"], ["mean"]),

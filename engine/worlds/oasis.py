@@ -12,7 +12,10 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
+from engine.backends.base import Backend
+from engine.backends.choose import make_backend
 from engine.backends.device import dtype_name
+from engine.backends.oasis_sampler import BackendDiffusionForcing
 from engine.models.oasis_dit import OasisDiT
 from engine.models.oasis_vae import OasisVAE
 from engine.sampling.diffusion_forcing import (
@@ -28,6 +31,7 @@ from engine.worlds.timing import StageTimer
 
 SAMPLERS = {"cached": CachedDiffusionForcing, "reference": ReferenceDiffusionForcing}
 NETWORKS = {"dit": OasisDiT, "vae": OasisVAE}
+BACKENDS = ("eager", "compile", "trt")
 
 
 def sampler_settings(cfg: DictConfig, steps: int | None = None) -> DiffusionForcingSettings:
@@ -43,7 +47,7 @@ class OasisSession:
 
     def __init__(self, cfg: DictConfig, dit: OasisDiT, vae: OasisVAE, *, sampler: str = "cached",
                  steps: int | None = None, seed: int = 0, noise: NoiseSource | None = None,
-                 checkpoint_files: dict[str, Path] | None = None) -> None:
+                 checkpoint_files: dict[str, Path] | None = None, backend: Backend | None = None) -> None:
         param = dit.x_embedder.proj.weight
         self.cfg = cfg
         self.world = str(cfg.name)
@@ -55,7 +59,17 @@ class OasisSession:
         self.settings = sampler_settings(cfg, steps)
         self.sampler_kind = sampler
         self.noise = noise or SeededNoise(seed, self.device)
-        self.sampler = SAMPLERS[sampler](dit, self.settings, self.noise, batch=1)
+        # The cached sampler runs its DiT calls through the backend (see engine/backends/); eager keeps the
+        # plain CachedDiffusionForcing, and the reference sampler is always the plain algorithm.
+        self.backend = backend or Backend(self.device, self.dtype)
+        fast = self.backend.name != "eager"
+        if sampler == "cached" and fast:
+            self.sampler = BackendDiffusionForcing(dit, self.settings, self.noise, batch=1, backend=self.backend)
+        else:
+            self.sampler = SAMPLERS[sampler](dit, self.settings, self.noise, batch=1)
+        tokens = torch.zeros((1, vae.grid[0] * vae.grid[1], vae.latent_dim), device=self.device, dtype=self.dtype)
+        self._decode_tokens = (self.backend.compile_step(vae.decode, (tokens,), "vae_decoder") if fast
+                               else vae.decode)
         self.action_dim = dit.external_cond_dim
         self.steps = self.settings.ddim_steps
         self.last_action = torch.zeros(self.action_dim)
@@ -77,8 +91,14 @@ class OasisSession:
     def decode(self, latent: torch.Tensor) -> torch.Tensor:
         """Latent (1, C, h, w) -> uint8 RGB frame (H, W, 3), on the device."""
         tokens = (latent / self.latent_scale).flatten(2).transpose(1, 2)
-        image = (self.vae.decode(tokens.to(self.dtype)).float() + 1) / 2
+        image = (self._decode_tokens(tokens.to(self.dtype).contiguous()).float() + 1) / 2
         return (image.clamp(0, 1) * 255).to(torch.uint8)[0].permute(1, 2, 0)
+
+    def warm_up(self) -> None:
+        """Compile/capture the backend's calls now, under a progress bar, before the first tick."""
+        if isinstance(self.sampler, BackendDiffusionForcing):
+            self.sampler.warm_up()
+        self.backend.warm_up()
 
     @torch.no_grad()
     def reset(self, prompt_frames: torch.Tensor | None = None, prompt_actions: torch.Tensor | None = None) -> None:
@@ -125,15 +145,22 @@ class OasisSession:
             "world": self.world, "family": "oasis", "seed": self.seed, "sampler": self.sampler_kind,
             "steps": s.ddim_steps, "ddim_steps": s.ddim_steps, "max_frames": s.max_frames, "stabilization_level": s.stabilization_level,
             "noise_abs_max": s.noise_abs_max, "device": str(self.device), "dtype": dtype_name(self.dtype),
-            "backend": "eager",
+            "backend": self.backend.label,
         }
 
 
 def open_world(cfg: DictConfig, networks: dict, options: SessionOptions) -> OasisSession:
     """An Oasis session reset to the world's prompt frames (or `options.prompt`)."""
     prompt_path = resolve_prompt_file(cfg, options.prompt, allow_download=options.allow_download)
-    session = OasisSession(cfg, networks["dit"], networks["vae"], sampler=options.sampler, steps=options.steps,
-                           seed=options.seed, checkpoint_files=options.checkpoint_files)
+    dit = networks["dit"]
+    param = dit.x_embedder.proj.weight
+    backend = make_backend(str(options.extra.get("backend", "eager")), param.device, param.dtype, world=str(cfg.name),
+                           checkpoint_files=options.checkpoint_files)
+    if backend.name != "eager" or backend.reason:
+        print(backend.describe())
+    session = OasisSession(cfg, dit, networks["vae"], sampler=options.sampler, steps=options.steps,
+                           seed=options.seed, checkpoint_files=options.checkpoint_files, backend=backend)
+    session.warm_up()
     height, width = session.frame_size
     frames = load_prompt_frames(prompt_path, int(cfg.get("prompt", {}).get("frames", 1)), height, width)
     session.reset(frames)

@@ -1,0 +1,55 @@
+"""ONNX export of the WorldMAR calls of a MAR frame (conditioning, masked encoder/decoder step, diffusion head)
+at fixture size (fixtures/worldmar/model_small), checked in onnxruntime against PyTorch; the step graph takes
+the hidden-token mask as an input, so every MAR iteration runs through the one exported graph."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from engine.backends.export import check_onnx, export_all
+from engine.backends.export_worldmar import MARStep, mar_inputs, worldmar_exports
+from engine.models.worldmar import WorldMAR, load_reference_checkpoint
+from engine.sampling.mar import reveal_schedule
+from tests.conftest import read_json
+
+ATOL = 1e-4
+
+
+@pytest.fixture(scope="module")
+def model(fixtures_dir: Path) -> WorldMAR:
+    folder = fixtures_dir / "worldmar"
+    with torch.device("meta"):
+        net = WorldMAR.from_reference_kwargs(read_json(folder / "model_small.json")["constructor_kwargs"])
+    net.to_empty(device="cpu")
+    load_reference_checkpoint(net, folder / "model_small.safetensors")
+    return net.eval()
+
+
+@pytest.fixture(scope="module")
+def frames(fixtures_dir: Path) -> int:
+    return load_file(fixtures_dir / "worldmar" / "model_io.safetensors")["eval_dec_out"].shape[1]
+
+
+@pytest.fixture(scope="module")
+def exported(model: WorldMAR, frames: int, tmp_path_factory) -> tuple[Path, dict]:
+    folder = tmp_path_factory.mktemp("worldmar_onnx")
+    return folder, export_all(worldmar_exports(model, frames), folder, ATOL)
+
+
+def test_every_worldmar_call_exports_with_torch_export_and_matches_pytorch(exported) -> None:
+    _, results = exported
+    assert set(results) == {"mar_condition", "mar_step", "mar_head"}
+    for result in results.values():
+        assert result["exporter"] == "dynamo" and result["max_abs_diff"] <= ATOL
+
+
+def test_step_graph_serves_every_mar_iteration(model: WorldMAR, frames: int, exported) -> None:
+    folder, _ = exported
+    for _, hidden_before in reveal_schedule(model.frame_tokens, 4)[1:]:
+        step = mar_inputs(model, frames, 1, hidden_count=hidden_before, seed=hidden_before)["step"]
+        assert int(step[3].sum()) == hidden_before
+        assert check_onnx(folder / "mar_step.onnx", MARStep(model), step, ATOL) <= ATOL
