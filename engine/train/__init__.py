@@ -1,0 +1,1 @@
+"""Training: datasets and the latent cache (`data`), losses, the trainer and its configs."""

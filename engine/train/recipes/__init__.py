@@ -1,0 +1,39 @@
+"""Per-family training recipes: what to build, what to read, how to score it, how to play the result.
+
+`engine.train.recipes.<family>.build(cfg, device) -> Recipe`. The training module's `forward(batch, rng)`
+returns (loss, logs) for one local batch, so DDP/FSDP see exactly one forward per step; networks are
+submodules, so their checkpoint keys carry the submodule name (`dit.`, `denoiser.`), which the world yaml
+names as `checkpoints.prefixes`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Protocol
+
+import torch
+from omegaconf import DictConfig
+from torch import nn
+from torch.utils.data import Dataset
+
+from engine.train.rng import BatchRandom
+
+
+class Recipe(Protocol):
+    model: nn.Module  # the training module: forward(batch, rng) -> (loss, {name: scalar tensor})
+    dataset: Dataset
+
+    def prepare(self, batch: dict[str, torch.Tensor], rng: BatchRandom) -> dict[str, torch.Tensor]:
+        """Gradient-free work on the device before the forward (e.g. VAE-encoding pixel frames); its
+        random draws come from `rng` before the forward's."""
+        ...
+
+    def write_world(self, run_dir: Path, weights: Path) -> Path:
+        """Write the play-side world yaml (and its prompt) into `run_dir` for the weights file `weights`
+        (a path relative to run_dir); returns the yaml's path."""
+        ...
+
+
+def build_recipe(cfg: DictConfig, device: torch.device) -> Recipe:
+    return importlib.import_module(f"engine.train.recipes.{cfg.family}").build(cfg, device)

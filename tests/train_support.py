@@ -1,0 +1,53 @@
+"""Helpers of the training tests: tiny datasets on disk and config overrides that point at them."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from engine.train.panorama import write_panorama_dataset
+from tests.conftest import PROJECT_ROOT, read_json
+
+
+def panorama_data(folder: Path, episodes: int = 2, frames: int = 60) -> Path:
+    """Panorama recordings (npz + mp4) in `folder`, at the fixture VAE's frame size."""
+    write_panorama_dataset(folder, episodes=episodes, frames=frames, size=(40, 60), seed=0)
+    return folder
+
+
+def oasis_overrides(data: Path, run_dir: Path, oasis_dir: Path, steps: int, every: int) -> list[str]:
+    """oasis_tiny pointed at `data` and `run_dir`, its VAE taken from the fixture folder (sizes from vae.json)."""
+    vae = read_json(oasis_dir / "vae.json")["kwargs"]
+    return [f"data.paths=[{data}]", f"output_dir={run_dir}", f"train.steps={steps}",
+            f"train.checkpoint_every={every}", "train.progress=false",
+            f"model.vae_weights={oasis_dir / 'vae.safetensors'}",
+            *(f"model.vae.{key}={value}" for key, value in vae.items())]
+
+
+def single_thread_env() -> dict[str, str]:
+    """Environment for a training subprocess: one thread per process, the project importable."""
+    return os.environ | {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(PROJECT_ROOT)}
+
+
+def train_command(config: str, overrides: list[str], processes: int = 1) -> list[str]:
+    launcher = ([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes)]
+                if processes > 1 else [sys.executable])
+    return [*launcher, "-m", "engine.train", "--config", config, *overrides]
+
+
+def run_training(config: str, overrides: list[str], processes: int = 1, timeout: float = 120) -> str:
+    """Run `python -m engine.train` (or torchrun with `processes`) to completion; returns its stdout."""
+    done = subprocess.run(train_command(config, overrides, processes), cwd=PROJECT_ROOT, env=single_thread_env(),
+                          capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def atari_data(folder: Path, episodes: int = 8, size: int = 32) -> Path:
+    """Breakout episodes from the real emulator (random policy), as recordings with rewards and ends."""
+    from engine.train.collect_atari import collect_atari
+
+    collect_atari("Breakout", folder, episodes=episodes, max_steps=150, size=size, seed=0)
+    return folder
