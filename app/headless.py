@@ -6,14 +6,27 @@ import argparse
 import time
 
 import torch
+from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
+from app.inference import tick_extras
 from app.recording import SegmentWriter
+from engine.actions.keymap import Keymap
 from engine.actions.vpt import load_action_stream
 from engine.backends.device import leave_core_for_io
 from engine.checkpoints.verify import files_sha256
 from engine.errors import ConfigError
 from engine.worlds.loader import open_session, session_extras, world_overrides
+
+
+def idle_actions(cfg: DictConfig, frames: int, action_dim: int) -> torch.Tensor:
+    """(frames, A): what a player touching nothing sends each tick, from the world's keymap (zeros for VPT,
+    NOOP for Atari, the centred mouse bins for DIAMOND's CS:GO)."""
+    name = OmegaConf.select(cfg, "actions.keymap")
+    if name is None:
+        return torch.zeros((frames, action_dim))
+    keymap = Keymap.load(name, OmegaConf.select(cfg, "actions.space"))
+    return keymap.to_action((), (), 0.0, 0.0).float().expand(frames, -1).clone()
 
 
 def run_headless(args: argparse.Namespace) -> None:
@@ -27,23 +40,29 @@ def run_headless(args: argparse.Namespace) -> None:
     if args.frames <= prompt_frames:
         raise ConfigError(f"--frames {args.frames} must exceed the {prompt_frames} prompt frame(s)")
     if args.actions is None:
-        actions = torch.zeros((args.frames, session.action_dim))
+        actions = idle_actions(session.cfg, args.frames, session.action_dim)
     else:
-        actions = load_action_stream(args.actions, args.frames, offset=args.action_offset)
+        actions = load_action_stream(args.actions, args.frames, offset=args.action_offset,
+                                     action_dim=session.action_dim)
+        if actions.shape[1] != session.action_dim:
+            raise ConfigError(f"action file {args.actions} has {actions.shape[1]} columns, world '{session.world}' "
+                              f"takes {session.action_dim} (VPT .jsonl files are for the Minecraft worlds)")
     metadata = session.metadata() | {
         "checkpoint_sha256": files_sha256(session.checkpoint_files),
-        "prompt": str(args.prompt or session.cfg.prompt.file), "actions_file": str(args.actions or ""),
+        "prompt": str(args.prompt or OmegaConf.select(session.cfg, "prompt.file", default="")),
+        "actions_file": str(args.actions or ""),
         "action_offset": args.action_offset,
     }
     writer = SegmentWriter(args.out.with_suffix(""), world=session.world, fps=session.fps, metadata=metadata)
     start = time.perf_counter()
     try:
         for j in range(prompt_frames):
-            writer.append(prompt[j].cpu().numpy(), actions[j].numpy(), timestamp=time.perf_counter() - start)
+            writer.append(prompt[j].cpu().numpy(), actions[j].numpy(), pose=session.pose,
+                          timestamp=time.perf_counter() - start, extra=tick_extras(session))
         for j in tqdm(range(prompt_frames, args.frames), desc=f"{session.world} frames", unit="frame"):
             frame = session.step(actions[j])
-            writer.append(frame.cpu().numpy(), session.last_action.cpu().float().numpy(),
-                          timestamp=time.perf_counter() - start)
+            writer.append(frame.cpu().numpy(), session.last_action.cpu().float().numpy(), pose=session.pose,
+                          timestamp=time.perf_counter() - start, extra=tick_extras(session))
     finally:
         writer.close()
     print(f"wrote {args.out} and {args.out.with_suffix('.npz')} ({args.frames} frames)")

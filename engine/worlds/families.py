@@ -11,6 +11,9 @@ from types import ModuleType
 
 FAMILY_MODULES: dict[str, str] = {
     "oasis": "engine.worlds.oasis",
+    "csgo": "engine.worlds.csgo",
+    "atari": "engine.worlds.atari",
+    "worldmar": "engine.worlds.worldmar",
 }
 
 

@@ -15,6 +15,7 @@ from engine.backends.device import resolve_device, resolve_dtype
 from engine.checkpoints.loading import load_into
 from engine.checkpoints.resolve import resolve_checkpoint_files
 from engine.checkpoints.verify import checkpoint_prefix
+from engine.errors import ConfigError
 from engine.worlds.config import load_world_config
 from engine.worlds.families import family_module
 from engine.worlds.networks import build_networks
@@ -28,16 +29,18 @@ def world_overrides(args: argparse.Namespace) -> list[str]:
 
 def session_extras(args: argparse.Namespace) -> dict[str, Any]:
     """Family-specific launch switches (see SessionOptions.extra)."""
-    return {"agent": bool(args.agent)}
+    return {"agent": bool(args.agent), "backend": getattr(args, "backend", "eager")}
 
 
 def load_networks(cfg: DictConfig, files: Mapping[str, Path], device: torch.device,
                   dtype: torch.dtype) -> dict[str, nn.Module]:
-    """Build on the meta device, allocate without random init, then load the weights strictly."""
+    """Build on the meta device, allocate without random init, then load the weights strictly
+    (with the family's `load_weights(module, path, prefix)` where it defines one)."""
     networks = build_networks(cfg, "meta")
+    load = getattr(family_module(cfg.family), "load_weights", load_into)
     for role, module in networks.items():
         module.to_empty(device=device)
-        load_into(module, files[role], prefix=checkpoint_prefix(cfg, role))
+        load(module, files[role], prefix=checkpoint_prefix(cfg, role))
         networks[role] = module.to(dtype)
     return networks
 
@@ -49,6 +52,11 @@ def open_session(world: str | Path, *, device: str = "auto", dtype: str | None =
                  extra: dict[str, Any] | None = None) -> Session:
     """A session of any family, reset to its prompt/spawn frames, ready for `step`."""
     cfg = load_world_config(world, overrides)
+    family = family_module(cfg.family)
+    backend = str((extra or {}).get("backend", "auto"))
+    if backend not in ("auto", *getattr(family, "BACKENDS", ("eager",))):
+        raise ConfigError(f"--backend {backend}: world '{cfg.name}' ({cfg.family} family) runs its networks eagerly "
+                          "for now; use --backend eager or auto")
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
     files = resolve_checkpoint_files(cfg, explicit=checkpoints, allow_download=allow_download)
@@ -56,4 +64,4 @@ def open_session(world: str | Path, *, device: str = "auto", dtype: str | None =
     options = SessionOptions(sampler=sampler, steps=steps, seed=seed,
                              prompt=None if prompt is None else Path(prompt), checkpoint_files=dict(files),
                              allow_download=allow_download, extra=dict(extra or {}))
-    return family_module(cfg.family).open_world(cfg, networks, options)
+    return family.open_world(cfg, networks, options)
