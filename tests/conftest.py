@@ -38,6 +38,26 @@ def read_json(path: Path) -> dict:
     return json.loads(path.read_text())
 
 
+def load_sampler_dit(oasis_dir: Path, spec: dict):
+    """The fixture DiT that `sampler.json` (spec) names, with its weights, in eval mode."""
+    from safetensors.torch import load_file
+
+    from engine.models.oasis_dit import OasisDiT
+
+    model = OasisDiT(**read_json(oasis_dir / spec["dit_config"])["kwargs"]).eval()
+    model.load_state_dict(load_file(oasis_dir / "dit.safetensors"), strict=False)
+    return model
+
+
+def settings_from(spec: dict):
+    """The diffusion-forcing settings of `sampler.json`."""
+    from engine.sampling.diffusion_forcing import DiffusionForcingSettings
+
+    return DiffusionForcingSettings(
+        ddim_steps=spec["ddim_steps"], stabilization_level=spec["stabilization_level"],
+        noise_abs_max=spec["noise_abs_max"], max_noise_level=spec["max_noise_level"], max_frames=spec["max_frames"])
+
+
 @pytest.fixture(scope="module")
 def display():
     """A private Xvfb display for the window tests, set as DISPLAY while the module runs."""

@@ -24,10 +24,10 @@ from engine.backends.tensorrt import write_sidecar
 from engine.backends.trt_backend import engine_problem, refusal
 from engine.errors import EngineError
 from engine.models.oasis_dit import OasisDiT
-from engine.sampling.diffusion_forcing import CachedDiffusionForcing, DiffusionForcingSettings, generate
+from engine.sampling.diffusion_forcing import CachedDiffusionForcing, generate
 from engine.sampling.noise import ReplayNoise, SeededNoise
 from engine.worlds.loader import open_session
-from tests.conftest import read_json
+from tests.conftest import load_sampler_dit, read_json, settings_from
 from tests.tiny_world import make_tiny_oasis_world
 
 TOL = {"rtol": 1e-4, "atol": 1e-4}
@@ -42,15 +42,7 @@ def spec(oasis_dir) -> dict:
 
 @pytest.fixture(scope="module")
 def dit(oasis_dir, spec) -> OasisDiT:
-    model = OasisDiT(**read_json(oasis_dir / spec["dit_config"])["kwargs"]).eval()
-    model.load_state_dict(load_file(oasis_dir / "dit.safetensors"), strict=False)
-    return model
-
-
-def settings_from(spec: dict) -> DiffusionForcingSettings:
-    return DiffusionForcingSettings(
-        ddim_steps=spec["ddim_steps"], stabilization_level=spec["stabilization_level"],
-        noise_abs_max=spec["noise_abs_max"], max_noise_level=spec["max_noise_level"], max_frames=spec["max_frames"])
+    return load_sampler_dit(oasis_dir, spec)
 
 
 def test_named_backends_and_their_labels() -> None:

@@ -9,13 +9,12 @@ from safetensors.torch import load_file
 from engine.models.oasis_dit import OasisDiT
 from engine.sampling.diffusion_forcing import (
     CachedDiffusionForcing,
-    DiffusionForcingSettings,
     ReferenceDiffusionForcing,
     generate,
 )
 from engine.sampling.noise import ReplayNoise, SeededNoise
 from engine.sampling.schedules import alphas_cumprod, ddim_noise_levels
-from tests.conftest import read_json
+from tests.conftest import load_sampler_dit, read_json, settings_from
 
 TOL = {"rtol": 1e-4, "atol": 1e-4}
 SAMPLERS = [ReferenceDiffusionForcing, CachedDiffusionForcing]
@@ -33,15 +32,7 @@ def io(oasis_dir) -> dict[str, torch.Tensor]:
 
 @pytest.fixture(scope="module")
 def dit(oasis_dir, spec) -> OasisDiT:
-    model = OasisDiT(**read_json(oasis_dir / spec["dit_config"])["kwargs"]).eval()
-    model.load_state_dict(load_file(oasis_dir / "dit.safetensors"), strict=False)
-    return model
-
-
-def settings_from(spec: dict) -> DiffusionForcingSettings:
-    return DiffusionForcingSettings(
-        ddim_steps=spec["ddim_steps"], stabilization_level=spec["stabilization_level"],
-        noise_abs_max=spec["noise_abs_max"], max_noise_level=spec["max_noise_level"], max_frames=spec["max_frames"])
+    return load_sampler_dit(oasis_dir, spec)
 
 
 def test_schedule_and_noise_levels(spec, io):

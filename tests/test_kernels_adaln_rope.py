@@ -8,7 +8,6 @@ process); each is skipped with its reason where it cannot run.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -22,12 +21,7 @@ from engine.models.rotary import axial_angles, pair_angles, pixel_frequencies, r
 from kernels.adaln_layernorm import _rows_per_condition, adaln_layernorm, adaln_layernorm_reference
 from kernels.rope import rotate_pairs_fused, rotate_pairs_reference, table_layout
 from tests.conftest import PROJECT_ROOT
-
-HAS_TRITON = importlib.util.find_spec("triton") is not None
-needs_triton = pytest.mark.skipif(not HAS_TRITON, reason="triton is not installed (pip install triton), so the "
-                                                          "kernels cannot run, not even in its interpreter")
-needs_gpu = pytest.mark.skipif(not (HAS_TRITON and torch.cuda.is_available()),
-                               reason="the compiled kernels need a CUDA GPU and triton; none here")
+from tests.triton_support import needs_gpu, needs_triton
 
 # DiT-shaped cases: tokens (B, T, h, w, D), heads of head_dim; a width that is no power of two exercises the
 # masked lanes. Small, because the interpreter runs one Python program per row.

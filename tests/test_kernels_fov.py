@@ -8,7 +8,6 @@ process); each is skipped with its reason where it cannot run.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -24,12 +23,7 @@ from engine.memory import retrieval
 from engine.memory.reference_retrieval import in_fov_single
 from kernels.fov_overlap import fov_overlap_counts_reference
 from tests.conftest import PROJECT_ROOT
-
-HAS_TRITON = importlib.util.find_spec("triton") is not None
-needs_triton = pytest.mark.skipif(not HAS_TRITON, reason="triton is not installed (pip install triton), so the "
-                                                          "kernel cannot run, not even in its interpreter")
-needs_gpu = pytest.mark.skipif(not (HAS_TRITON and torch.cuda.is_available()),
-                               reason="the compiled kernel needs a CUDA GPU and triton; none here")
+from tests.triton_support import needs_gpu, needs_triton
 
 
 def fixture_cases(folder: Path) -> list[dict]:
