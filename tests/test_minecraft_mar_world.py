@@ -213,3 +213,23 @@ def test_vae_must_match_worldmar_latents(tiny_world, tmp_path, oasis_dir):
 def test_bad_memory_settings_are_one_line_errors(tiny_world, setting, message):
     with pytest.raises(ConfigError, match=message):
         open_session(str(tiny_world), device="cpu", allow_download=False, overrides=[setting])
+
+
+def test_verify_accepts_a_reference_trainer_checkpoint_and_names_a_broken_one(tiny_world, fixtures_dir, tmp_path):
+    from safetensors.torch import load_file
+
+    from engine.checkpoints.verify import verify_world
+    from tests.test_worldmar_model import lightning_checkpoint
+
+    weights = load_file(fixtures_dir / "worldmar" / "model_small.safetensors")
+    good = tmp_path / "epochepoch=03.ckpt"
+    torch.save(lightning_checkpoint(weights), good)
+    cfg = load_world_config(tiny_world)
+    (report,) = verify_world(cfg, {"worldmar": good})
+    assert report.ok, report.lines()
+    renamed = next(iter(weights))
+    broken = tmp_path / "broken.ckpt"
+    torch.save(lightning_checkpoint({**{k: v for k, v in weights.items() if k != renamed},
+                                     renamed + "_old": weights[renamed]}), broken)
+    (report,) = verify_world(cfg, {"worldmar": broken})
+    assert not report.ok and any(renamed in line for line in report.lines())

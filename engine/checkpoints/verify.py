@@ -32,6 +32,7 @@ from engine.checkpoints.loading import (
     view_identity,
 )
 from engine.errors import CheckpointError
+from engine.worlds.families import family_module
 from engine.worlds.networks import build_networks
 
 CHUNK_BYTES = 1 << 24
@@ -97,10 +98,14 @@ class FileReport:
         return [head] + [f"  {item}" for item in items] + ([f"  hint: {self.diff.hint}"] if self.diff.hint else [])
 
 
-def verify_file(module: nn.Module, path: str | Path, role: str = "", prefix: str | None = None) -> FileReport:
-    """Keys and shapes of `path` against `module` (any device, meta included); hashes the file when it fits."""
+def verify_file(module: nn.Module, path: str | Path, role: str = "", prefix: str | None = None,
+                ignored: tuple[str, ...] = ()) -> FileReport:
+    """Keys and shapes of `path` against `module` (any device, meta included); hashes the file when it fits.
+
+    Keys starting with an `ignored` prefix belong to other networks (e.g. the VAE inside a WorldMAR trainer
+    checkpoint) and are left out of the comparison."""
     path = Path(path)
-    shapes = file_shapes(path, prefix)
+    shapes = {key: shape for key, shape in file_shapes(path, prefix).items() if not key.startswith(ignored)}
     report = FileReport(role=role, path=path, network=type(module).__name__, diff=check_module(module, shapes),
                         tensors=len(shapes), parameters=sum(math.prod(shape) for shape in shapes.values()))
     if report.ok:
@@ -124,7 +129,8 @@ def verify_world(world_cfg: DictConfig, files: Mapping[str, str | Path]) -> list
     absent = [str(path) for path in files.values() if not Path(path).is_file()]
     if absent:
         raise CheckpointError(f"checkpoint {', '.join(absent)} does not exist")
-    return [verify_file(networks[role], path, role, checkpoint_prefix(world_cfg, role))
+    ignored = getattr(family_module(world_cfg.family), "IGNORED_KEY_PREFIXES", {})
+    return [verify_file(networks[role], path, role, checkpoint_prefix(world_cfg, role), tuple(ignored.get(role, ())))
             for role, path in files.items()]
 
 

@@ -46,6 +46,9 @@ from engine.worlds.spawn import resolve_prompt_file
 from engine.worlds.timing import StageTimer
 
 NETWORKS = {"worldmar": WorldMAR, "vae": OasisVAE}
+# Keys of a reference trainer checkpoint that belong to another network (its frozen VAE): loading and
+# `python -m engine.checkpoints verify` skip them.
+IGNORED_KEY_PREFIXES = {"worldmar": ("vae.",)}
 CAMERA_COLUMNS = [ACTION_KEYS.index("cameraX"), ACTION_KEYS.index("cameraY")]
 DATASET_CAMERA_BINS = 12  # 6° per dataset camera unit = 12 engine bins of 0.5°
 DATASET_CAMERA_SCALER = 0.025
