@@ -79,3 +79,21 @@ def world(tmp_path_factory, oasis_dir: Path) -> Path:
 def _deterministic_threads():
     torch.manual_seed(0)
     yield
+
+
+HOST_TRANSFERS = ("item", "tolist", "cpu", "numpy", "__bool__", "__int__", "__float__")
+
+
+def record_host_transfers(monkeypatch) -> list[str]:
+    """From now on, every call of a tensor method that copies to the host is appended to the returned list
+    (until `monkeypatch.undo()`)."""
+    calls: list[str] = []
+    for name in HOST_TRANSFERS:
+        original = getattr(torch.Tensor, name)
+
+        def recording(self, *args, _name=name, _original=original, **kwargs):
+            calls.append(_name)
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, name, recording)
+    return calls

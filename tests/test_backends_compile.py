@@ -20,12 +20,11 @@ from engine.models.oasis_dit import OasisDiT
 from engine.sampling.diffusion_forcing import CachedDiffusionForcing, DiffusionForcingSettings, generate
 from engine.sampling.noise import ReplayNoise, SeededNoise
 from engine.worlds.loader import open_session
-from tests.conftest import read_json
+from tests.conftest import read_json, record_host_transfers
 from tests.test_diamond_models import assert_quantized_close
 from tests.tiny_world import make_tiny_oasis_world
 
 TOL = {"rtol": 1e-4, "atol": 1e-4}
-HOST_TRANSFERS = ("item", "tolist", "cpu", "numpy", "__bool__", "__int__", "__float__")
 needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(),
                                reason="needs a CUDA GPU (CUDA graphs and sync debug mode are CUDA-only)")
 
@@ -86,15 +85,7 @@ def test_compiled_tick_makes_no_host_transfer_calls(compiled_sampler, monkeypatc
     compiled_sampler.reset(torch.zeros((batch, 1, dit.in_channels, *(g * dit.patch_size for g in dit.grid))))
     action = torch.zeros((batch, dit.external_cond_dim))
     compiled_sampler.step(action)
-    calls = []
-    for name in HOST_TRANSFERS:
-        original = getattr(torch.Tensor, name)
-
-        def recording(self, *args, _name=name, _original=original, **kwargs):
-            calls.append(_name)
-            return _original(self, *args, **kwargs)
-
-        monkeypatch.setattr(torch.Tensor, name, recording)
+    calls = record_host_transfers(monkeypatch)
     for _ in range(compiled_sampler.settings.max_frames + 1):  # fills the window, slides, refills
         compiled_sampler.step(action)
     monkeypatch.undo()

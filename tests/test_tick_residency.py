@@ -6,9 +6,8 @@ import pytest
 import torch
 
 from engine.worlds.loader import open_session
+from tests.conftest import record_host_transfers
 from tests.tiny_world import make_tiny_oasis_world
-
-HOST_TRANSFERS = ("item", "tolist", "cpu", "numpy", "__bool__", "__int__", "__float__")
 
 
 @pytest.fixture(scope="module")
@@ -20,15 +19,7 @@ def test_tick_makes_no_host_transfer_calls(tiny_world, monkeypatch):
     session = open_session(str(tiny_world), device="cpu")
     action = torch.zeros(session.action_dim)
     session.step(action)
-    calls = []
-    for name in HOST_TRANSFERS:
-        original = getattr(torch.Tensor, name)
-
-        def recording(self, *args, _name=name, _original=original, **kwargs):
-            calls.append(_name)
-            return _original(self, *args, **kwargs)
-
-        monkeypatch.setattr(torch.Tensor, name, recording)
+    calls = record_host_transfers(monkeypatch)
     for _ in range(session.settings.max_frames + 1):
         frame = session.step(action)
     monkeypatch.undo()

@@ -7,7 +7,6 @@ import json
 
 import numpy as np
 import torch
-from safetensors.torch import load_file
 
 from engine.models.worldmar import WorldMAR
 from engine.train.config import load_train_config
@@ -15,7 +14,7 @@ from engine.train.losses.worldmar import training_draws
 from engine.train.panorama import write_panorama_dataset
 from engine.train.rng import BatchRandom
 from engine.train.trainer import train
-from engine.worlds.loader import open_session
+from tests.train_support import assert_plays_ema_weights
 
 
 def test_worldmar_tiny_loss_falls_and_checkpoint_plays(tmp_path):
@@ -35,15 +34,7 @@ def test_worldmar_tiny_loss_falls_and_checkpoint_plays(tmp_path):
     assert loss[-20:].mean() < 0.75 * loss[:20].mean()
     assert mse[-20:].mean() < 0.7 * mse[:20].mean()
 
-    session = open_session(result.world, device="cpu", allow_download=False)
-    ema = load_file(result.checkpoint / "ema.safetensors")
-    for name, value in session.model.state_dict().items():
-        if f"worldmar.{name}" in ema:
-            assert torch.equal(value, ema[f"worldmar.{name}"]), name
-    height, width = session.frame_size
-    for _ in range(2):
-        frame = session.step(torch.zeros(session.action_dim))
-    assert frame.shape == (height, width, 3) and frame.dtype == torch.uint8
+    assert_plays_ema_weights(result.world, result.checkpoint, "model", "worldmar.", ticks=2)
 
 
 def test_training_draws_match_the_models_and_do_not_depend_on_the_split():

@@ -51,3 +51,22 @@ def atari_data(folder: Path, episodes: int = 8, size: int = 32) -> Path:
 
     collect_atari("Breakout", folder, episodes=episodes, max_steps=150, size=size, seed=0)
     return folder
+
+
+def assert_plays_ema_weights(world: Path, checkpoint: Path, network: str, prefix: str, ticks: int) -> None:
+    """The world a run wrote opens, its `network` holds the run's EMA weights (keys under `prefix`), and
+    it ticks `ticks` frames of the right size."""
+    import torch
+    from safetensors.torch import load_file
+
+    from engine.worlds.loader import open_session
+
+    session = open_session(world, device="cpu", allow_download=False)
+    ema = load_file(checkpoint / "ema.safetensors")
+    for name, value in getattr(session, network).state_dict().items():
+        if f"{prefix}{name}" in ema:
+            assert torch.equal(value, ema[f"{prefix}{name}"]), name
+    height, width = session.frame_size
+    for _ in range(ticks):
+        frame = session.step(torch.zeros(session.action_dim))
+    assert frame.shape == (height, width, 3) and frame.dtype == torch.uint8
