@@ -30,8 +30,8 @@ from engine.models.diamond_agent import (
     policy_action,
 )
 from engine.models.diamond_denoiser import Denoiser, DenoiserConfig
-from engine.models.diamond_play import PlayDenoiser, call_sigmas
-from engine.sampling.edm import EdmSampler, EdmSamplerConfig, sample_reference
+from engine.models.diamond_play import play_sampler
+from engine.sampling.edm import EdmSamplerConfig, sample_reference
 from engine.sampling.noise import NoiseSource, SeededNoise
 from engine.worlds.config import load_world_config
 from engine.worlds.csgo import PlayTick, ReferenceTick, preset_settings, to_uint8
@@ -189,9 +189,7 @@ class AtariPlayTick:
     def __init__(self, denoiser: Denoiser, rew_end: RewEndModel, actor_critic: ActorCritic,
                  device: torch.device) -> None:
         self.rew_end, self.actor_critic = rew_end, actor_critic
-        self.sampler = EdmSampler(None, ATARI_SAMPLER, 1, device)
-        self.play = PlayDenoiser(denoiser, call_sigmas(self.sampler.steps), None)
-        self.sampler.denoise = self.play
+        self.sampler, self.play = play_sampler(denoiser, ATARI_SAMPLER, device)
         t = denoiser.cfg.inner_model.num_steps_conditioning
         self.obs = Ring((3, ATARI_IMAGE, ATARI_IMAGE), t, device)
         self.act = Ring((), t, device, dtype=torch.long)

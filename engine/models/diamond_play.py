@@ -24,6 +24,7 @@ from torch import nn
 
 from engine.models.diamond_denoiser import Denoiser, quantize
 from engine.models.diamond_unet import GN_EPS, AdaGroupNorm, ResBlock, ResBlocks, SelfAttention2d
+from engine.sampling.edm import EdmSampler, EdmSamplerConfig
 
 CHANNELS_LAST = torch.channels_last
 
@@ -253,3 +254,12 @@ def call_sigmas(steps: Sequence) -> list[torch.Tensor]:
         if step.heun:
             sigmas.append(step.next_sigma_batch)
     return sigmas
+
+
+def play_sampler(model: Denoiser, cfg: EdmSamplerConfig, device: torch.device) -> tuple[EdmSampler, PlayDenoiser]:
+    """An `EdmSampler` (batch 1) calling `model` through a `PlayDenoiser` prepared for its schedule's calls;
+    call `play.begin(act)` before each `sampler.sample`."""
+    sampler = EdmSampler(None, cfg, 1, device)
+    play = PlayDenoiser(model, call_sigmas(sampler.steps), sampler.sigma_cond)
+    sampler.denoise = play
+    return sampler, play

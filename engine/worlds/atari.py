@@ -29,6 +29,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from engine.actions.atari import action_index, env_id, minimal_action_names, one_hot
+from engine.actions.atari import num_actions as game_num_actions
 from engine.backends.device import dtype_name
 from engine.checkpoints.resolve import resolve_checkpoint_files
 from engine.errors import CheckpointError, ConfigError
@@ -41,8 +42,8 @@ from engine.models.diamond_agent import (
     policy_action,
 )
 from engine.models.diamond_denoiser import Denoiser, DenoiserConfig
-from engine.models.diamond_play import PlayDenoiser, call_sigmas
-from engine.sampling.edm import EdmSampler, EdmSamplerConfig, sample_reference
+from engine.models.diamond_play import play_sampler
+from engine.sampling.edm import EdmSamplerConfig, sample_reference
 from engine.sampling.noise import NoiseSource, SeededNoise
 from engine.worlds.ale_env import (
     AtariEnv,
@@ -52,6 +53,7 @@ from engine.worlds.ale_env import (
     collect_segment,
     to_model_frames,
 )
+from engine.worlds.ring import Ring
 from engine.worlds.session import SessionOptions
 from engine.worlds.timing import StageTimer
 
@@ -64,7 +66,7 @@ OUTCOME_STREAM, POLICY_STREAM, SPAWN_STREAM = 1, 2, 3
 def denoiser(game: str, sigma_data: float, sigma_offset_noise: float, inner_model: Mapping[str, Any],
              num_actions: int | None = None) -> Denoiser:
     """The denoiser of `config/agent/default.yaml` for `game` (num_actions: its minimal action set's size)."""
-    actions = num_actions or len(minimal_action_names(game))
+    actions = num_actions or game_num_actions(game)
     return Denoiser(DenoiserConfig.from_dict({"inner_model": {**inner_model, "num_actions": actions},
                                               "sigma_data": sigma_data, "sigma_offset_noise": sigma_offset_noise}))
 
@@ -75,7 +77,7 @@ def rew_end_model(game: str, lstm_dim: int, img_channels: int, img_size: int, co
     return RewEndModel(RewEndModelConfig.from_dict({
         "lstm_dim": lstm_dim, "img_channels": img_channels, "img_size": img_size, "cond_channels": cond_channels,
         "depths": depths, "channels": channels, "attn_depths": attn_depths,
-        "num_actions": num_actions or len(minimal_action_names(game))}))
+        "num_actions": num_actions or game_num_actions(game)}))
 
 
 def actor_critic(game: str, lstm_dim: int, img_channels: int, img_size: int, channels: list[int], down: list[int],
@@ -152,15 +154,12 @@ class AtariSession:
         self.noise = noise or SeededNoise(seed, self.device)
         self._outcome_rng = torch.Generator(device=self.device)
         self._policy_rng = torch.Generator(device=self.device)
-        self._fast_sampler = EdmSampler(None, self.settings, 1, self.device)
-        self._play = PlayDenoiser(self.denoiser, call_sigmas(self._fast_sampler.steps), self._fast_sampler.sigma_cond)
-        self._fast_sampler.denoise = self._play
+        self._fast_sampler, self._play = play_sampler(self.denoiser, self.settings, self.device)
         self._spawn_frames = spawn_frames.to(self.device, torch.float32)
         self._spawn_actions = spawn_actions.to(self.device, torch.int64)
         t, (h, w) = self.context, self.frame_size
-        # Each of the T slots is stored twice (positions s and s + T): the window [head, head + T) is contiguous.
-        self._obs_ring = torch.zeros(1, 2 * t, 3, h, w, device=self.device)
-        self._act_ring = torch.zeros(1, 2 * t, dtype=torch.int64, device=self.device)
+        self._obs_ring = Ring((3, h, w), t, self.device)
+        self._act_ring = Ring((), t, self.device, torch.int64)
         self.reset()
 
     # -- state -------------------------------------------------------------------------------------------
@@ -173,9 +172,8 @@ class AtariSession:
         self._outcome_rng.manual_seed(stream_seed(self.seed, OUTCOME_STREAM))
         self._policy_rng.manual_seed(stream_seed(self.seed, POLICY_STREAM))
         frames, actions = self._spawn_frames, self._spawn_actions
-        self._obs_ring.view(1, 2, t, *frames.shape[1:]).copy_(frames[-t:].expand(1, 2, *frames[-t:].shape))
-        self._act_ring.view(1, 2, t).copy_(actions[-t:].expand(1, 2, t))
-        self._head = 0
+        self._obs_ring.fill(frames[-t:][None])
+        self._act_ring.fill(actions[-t:][None])
         self.rew_end_state = self._burn_in(frames, actions)
         self.agent_state: LSTMState | None = None
         self.last_action = torch.zeros(self.action_dim, device=self.device)
@@ -202,12 +200,11 @@ class AtariSession:
 
     def window(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Conditioning frames (1, T, 3, H, W) and actions (1, T), oldest first: views into the ring."""
-        head, t = self._head, self.context
-        return self._obs_ring[:, head:head + t], self._act_ring[:, head:head + t]
+        return self._obs_ring.window(self.context), self._act_ring.window(self.context)
 
     def newest_frame(self) -> torch.Tensor:
         """(1, 3, H, W) float frame on screen now."""
-        return self._obs_ring[:, self._head + self.context - 1]
+        return self._obs_ring.window(1)[:, 0]
 
     def prompt_frames(self) -> torch.Tensor:
         return to_uint8(self._spawn_frames)
@@ -240,18 +237,17 @@ class AtariSession:
     @torch.no_grad()
     def step(self, action: torch.Tensor) -> torch.Tensor:
         """One tick: action (A,) one-hot (ignored in agent mode) -> uint8 RGB frame (H, W, 3) on the device."""
-        t = self.context
         with self.timer.stage("policy"):
             index = self._choose_action(action)
-        newest_slot = (self._head + t - 1) % t
-        self._act_ring.view(1, 2, t)[:, :, newest_slot] = index
+        self._act_ring.set_newest(index)
         obs, act = self.window()
         with self.timer.stage("sample"):
             next_obs = self._sample(obs, act)
         with self.timer.stage("reward"):
             self._predict_outcome(obs[:, -1:], act[:, -1:], next_obs)
-        self._head = (self._head + 1) % t
-        self._obs_ring.view(1, 2, t, *next_obs.shape[1:])[:, :, (self._head + t - 1) % t] = next_obs[:, None]
+        self._obs_ring.advance()
+        self._act_ring.advance()
+        self._obs_ring.set_newest(next_obs)
         self.last_action = one_hot(index, self.action_dim)
         self._frame_index += 1
         with self.timer.stage("decode"):
@@ -376,7 +372,7 @@ def check_official_configs(cfg: DictConfig, allow_download: bool) -> None:
         ours = OmegaConf.to_container(cfg.networks[role], resolve=True)
         theirs = OmegaConf.to_container(official.agent[role], resolve=True)
         _compare(ours, theirs, f"networks.{role}", files["agent"])
-    size = int((cfg.get("env") or {}).get("size", 64))
+    size = env_settings(cfg).size
     if size != int(official.env.train.size):
         raise ConfigError(f"world '{cfg.name}': env.size is {size} but {files['env']} has train.size "
                           f"{official.env.train.size}")

@@ -25,9 +25,9 @@ from omegaconf import DictConfig, OmegaConf
 from engine.backends.device import dtype_name
 from engine.errors import ConfigError
 from engine.models.diamond_denoiser import Denoiser, DenoiserConfig
-from engine.models.diamond_play import PlayDenoiser, call_sigmas
+from engine.models.diamond_play import play_sampler
 from engine.models.diamond_unet import InnerModelConfig
-from engine.sampling.edm import DenoiseFn, EdmSampler, EdmSamplerConfig, sample_reference
+from engine.sampling.edm import DenoiseFn, EdmSamplerConfig, sample_reference
 from engine.sampling.noise import NoiseSource, SeededNoise
 from engine.worlds.csgo_spawn import SpawnPoint, load_spawn_point, resolve_spawn_root, spawn_point_dirs
 from engine.worlds.ring import Ring
@@ -134,20 +134,13 @@ class PlayTick:
         self.t_next = denoiser.cfg.inner_model.num_steps_conditioning
         self.t_up = upsampler.cfg.inner_model.num_steps_conditioning
         self.factor = upsampler.cfg.upsampling_factor
-        self.next_sampler, self.next_denoiser = self._sampler(denoiser, next_cfg, device)
-        self.up_sampler, self.up_denoiser = self._sampler(upsampler, up_cfg, device)
+        self.next_sampler, self.next_denoiser = play_sampler(denoiser, next_cfg, device)
+        self.up_sampler, self.up_denoiser = play_sampler(upsampler, up_cfg, device)
         h, w = low_size
         full = (3, h * self.factor, w * self.factor)
         self.low, self.full = Ring((3, h, w), frames, device), Ring(full, frames, device)
         self.act = Ring((num_actions,), frames, device)
         self.up_cond = torch.zeros((1, self.t_up + 1, *full), device=device)
-
-    @staticmethod
-    def _sampler(model: Denoiser, cfg: EdmSamplerConfig, device: torch.device) -> tuple[EdmSampler, PlayDenoiser]:
-        sampler = EdmSampler(None, cfg, 1, device)  # its schedule decides the calls the play denoiser prepares
-        play = PlayDenoiser(model, call_sigmas(sampler.steps), sampler.sigma_cond)
-        sampler.denoise = play
-        return sampler, play
 
     def reset(self, low: torch.Tensor, full: torch.Tensor, act: torch.Tensor) -> None:
         self.low.fill(low)
