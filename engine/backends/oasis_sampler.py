@@ -17,7 +17,7 @@ import torch
 from engine.backends.base import Backend
 from engine.backends.oasis_units import OasisUnits, pack_modulations
 from engine.models.oasis_dit import OasisDiT
-from engine.sampling.diffusion_forcing import CachedDiffusionForcing, DiffusionForcingSettings
+from engine.sampling.diffusion_forcing import CachedDiffusionForcing, DiffusionForcingSettings, ddim_update
 from engine.sampling.noise import NoiseSource
 
 
@@ -80,11 +80,8 @@ class BackendDiffusionForcing(CachedDiffusionForcing):
         step = self.units.step if self._step is None else self._step
         mods = pack_modulations(self.model.modulations(self.step_levels, action.to(dt).expand(-1, steps, -1)))
         for k in range(steps, 0, -1):
-            sqrt_a, sqrt_1ma, sqrt_inv_a, sqrt_inv_am1, sqrt_a_next, sqrt_1ma_next = self.coefficients[k]
             v = step(x.to(dt).contiguous(), mods[:, k - 1 : k], keys, values, position).float()
-            x0 = sqrt_a * x - sqrt_1ma * v
-            eps = (sqrt_inv_a * x - x0) / sqrt_inv_am1
-            x = sqrt_a_next * x0 + sqrt_1ma_next * eps
+            x = ddim_update(x, v, self.coefficients[k])
         return x
 
     def _fill_cache(self) -> None:

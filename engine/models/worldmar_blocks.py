@@ -16,7 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.models.rotary import RotaryFrequencies, rotate_pairs
+from engine.models.oasis_dit import AxialAttention as OasisAxialAttention
+from engine.models.rotary import RotaryFrequencies
 from engine.sampling.noise import NoiseSource
 
 RotationTable = tuple[torch.Tensor, torch.Tensor]
@@ -44,24 +45,15 @@ class AttentionDropout:
     noise: NoiseSource | None = None
 
 
-class AxialAttention(nn.Module):
-    """Multi-head self-attention over sequences (N, S, D); q/k/v projection without bias, as the
-    checkpoints have it."""
-
-    def __init__(self, dim: int, heads: int, rotary_emb: RotaryFrequencies) -> None:
-        super().__init__()
-        self.heads = heads
-        self.to_qkv = nn.Linear(dim, 3 * dim, bias=False)
-        self.to_out = nn.Linear(dim, dim)
-        self.rotary_emb = rotary_emb
+class AxialAttention(OasisAxialAttention):
+    """Multi-head self-attention over sequences (N, S, D) with masks and attention dropout; the q/k/v
+    projection (no bias) and its rotation are Oasis's, the layout the checkpoints have."""
 
     def forward(self, x: torch.Tensor, rope: RotationTable, mask: AxisMask,
                 dropout: AttentionDropout | None) -> torch.Tensor:
         """x (N, S, D); rope cos/sin broadcast against (N, S, 2, heads, head_dim)."""
         n, s, d = x.shape
-        qkv = self.to_qkv(x).unflatten(-1, (3, self.heads, -1))
-        qk = rotate_pairs(qkv[..., :2, :, :], rope)
-        q, k, v = (z.transpose(1, 2) for z in (qk[..., 0, :, :], qk[..., 1, :, :], qkv[..., 2, :, :]))
+        q, k, v = (z.transpose(1, 2) for z in self.project(x, rope))
         if dropout is not None and dropout.noise is not None:
             out = dropout_attention(q, k, v, mask.mask, dropout.p, dropout.noise)
         else:

@@ -180,11 +180,16 @@ class CachedDiffusionForcing(_SlidingWindow):
         action = self.actions[:, n : n + 1].to(self.model_dtype).expand(-1, steps, -1)
         step_mods = self.model.modulations(self.step_levels, action)
         for k in range(steps, 0, -1):
-            sqrt_a, sqrt_1ma, sqrt_inv_a, sqrt_inv_am1, sqrt_a_next, sqrt_1ma_next = self.coefficients[k]
             v = self.model.forward_modulated(x.to(self.model_dtype), step_mods.frames(k - 1), self.cache, n).float()
-            x0 = sqrt_a * x - sqrt_1ma * v
-            eps = (sqrt_inv_a * x - x0) / sqrt_inv_am1
-            x.copy_(sqrt_a_next * x0 + sqrt_1ma_next * eps)
+            x.copy_(ddim_update(x, v, self.coefficients[k]))
+
+
+def ddim_update(x: torch.Tensor, v: torch.Tensor, coefficients: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """One DDIM step of a v-prediction, with one step's `CachedDiffusionForcing._ddim_coefficients`."""
+    sqrt_a, sqrt_1ma, sqrt_inv_a, sqrt_inv_am1, sqrt_a_next, sqrt_1ma_next = coefficients
+    x0 = sqrt_a * x - sqrt_1ma * v
+    eps = (sqrt_inv_a * x - x0) / sqrt_inv_am1
+    return sqrt_a_next * x0 + sqrt_1ma_next * eps
 
 
 def generate(sampler: _SlidingWindow, prompt_latents: torch.Tensor, actions: torch.Tensor,

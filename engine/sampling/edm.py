@@ -157,10 +157,6 @@ class EdmSampler:
                                heun=cfg.order == 2 and bool(next_sigma != 0)))
         return steps
 
-    @property
-    def num_denoiser_calls(self) -> int:
-        return sum(2 if step.heun else 1 for step in self.steps)
-
     @torch.no_grad()
     def sample(self, prev_obs: torch.Tensor, prev_act: torch.Tensor | None, noise: NoiseSource,
                keep_trajectory: bool = False) -> tuple[torch.Tensor, list[torch.Tensor]]:

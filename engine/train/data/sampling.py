@@ -36,7 +36,7 @@ from engine.train.data.episode import Episode, to_model_frames
 if TYPE_CHECKING:
     from engine.train.data.latent_cache import LatentCache
 
-OASIS_LATENT_SCALE = 0.07843137255
+OASIS_LATENT_SCALE = 0.07843137255  # open-oasis generate.py
 POSTERIORS = ("mean", "sample")
 MEMORY_DECAY = 0.005  # WorldMAR: memory shifts are drawn with weights exp(0.005 * shift)
 

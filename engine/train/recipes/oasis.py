@@ -17,11 +17,10 @@ from engine.errors import ConfigError
 from engine.models.oasis_dit import OasisDiT
 from engine.models.oasis_vae import OasisVAE
 from engine.train.data import LatentCache, OasisClips, find_episodes
+from engine.train.data.sampling import OASIS_LATENT_SCALE
 from engine.train.losses.oasis import OasisDiffusionForcing
 from engine.train.recipes.common import load_initial_weights, resolve_weights, write_prompt, write_world_yaml
 from engine.train.rng import BatchRandom
-
-LATENT_SCALE = 0.07843137255  # generate.py
 
 
 def dit_kwargs(cfg: DictConfig, vae: dict[str, Any]) -> dict[str, Any]:
@@ -47,7 +46,7 @@ def encode_latents(vae: OasisVAE, frames: torch.Tensor, scale: float) -> torch.T
 class OasisRecipe:
     def __init__(self, cfg: DictConfig, device: torch.device) -> None:
         self.cfg = cfg
-        self.scale = float(cfg.model.get("latent_scale", LATENT_SCALE))
+        self.scale = float(cfg.model.get("latent_scale", OASIS_LATENT_SCALE))
         self.vae_kwargs = OmegaConf.to_container(cfg.model.vae, resolve=True)
         self.dit_kwargs = dit_kwargs(cfg, self.vae_kwargs)
         self.vae_file = resolve_weights(cfg, "vae", str(cfg.model.vae_weights), cfg.model.get("vae_repo"))
