@@ -112,6 +112,16 @@ def alias_groups(module: nn.Module) -> list[list[str]]:
     return _alias_groups(module.state_dict(keep_vars=True))
 
 
+def fill_aliases(state: dict[str, torch.Tensor], groups: Iterable[Sequence[str]]) -> dict[str, torch.Tensor]:
+    """Give every name of a shared tensor the entry stored under one of its names (safetensors keeps one)."""
+    for group in groups:
+        stored = next((name for name in group if name in state), None)
+        if stored is not None:
+            for name in group:
+                state.setdefault(name, state[stored])
+    return state
+
+
 def _alias_groups(state: Mapping[str, torch.Tensor]) -> list[list[str]]:
     groups: dict[object, list[str]] = defaultdict(list)
     for name, tensor in state.items():
@@ -219,10 +229,7 @@ def load_into(module: nn.Module, path_or_state: str | Path | Mapping[str, torch.
                           {key: tuple(value.shape) for key, value in state.items()}, groups)
     if not diff.ok:
         raise CheckpointError(f"checkpoint {source} does not fit {type(module).__name__}: {diff.summary()}")
-    for group in groups:
-        stored = next(name for name in group if name in state)
-        for name in group:
-            state.setdefault(name, state[stored])
+    fill_aliases(state, groups)
     on_meta = any(value.device.type == "meta" for value in current.values())
     module.load_state_dict(state, strict=False, assign=on_meta)
 

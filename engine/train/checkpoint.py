@@ -26,7 +26,8 @@ from torch.distributed.checkpoint.state_dict import (
     set_optimizer_state_dict,
 )
 
-from engine.checkpoints.loading import view_identity
+from engine.checkpoints.loading import alias_groups, fill_aliases
+from engine.checkpoints.verify import deduplicate_shared
 from engine.errors import CheckpointError
 from engine.train.distributed import DistContext, barrier, unwrap
 from engine.train.ema import EMA
@@ -51,15 +52,6 @@ def latest_checkpoint(root: Path) -> Path | None:
     if not (folder / STATE_FILE).is_file():
         raise CheckpointError(f"checkpoint pointer {pointer} names {folder}, which has no {STATE_FILE}")
     return folder
-
-
-def unique_tensors(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """One entry per tensor: of names sharing one tensor, the alphabetically first is kept (as
-    safetensors' save_model does, e.g. Oasis' shared rotary frequencies); the loader restores the rest."""
-    kept: dict[object, str] = {}
-    for name in sorted(state):
-        kept.setdefault(view_identity(state[name]), name)
-    return {name: state[name].contiguous() for name in sorted(kept.values())}
 
 
 def gather_ema(model: nn.Module, ema: EMA, full_model: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -87,8 +79,8 @@ def save_checkpoint(root: Path, step: int, model: nn.Module, ema: EMA, optimizer
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir(parents=True)
         metadata = {"step": str(step), "format": "pt"}
-        save_file(unique_tensors(full_model), str(partial / MODEL_FILE), metadata=metadata)
-        save_file(unique_tensors(full_ema), str(partial / EMA_FILE), metadata=metadata)
+        save_file(deduplicate_shared(full_model)[0], str(partial / MODEL_FILE), metadata=metadata)
+        save_file(deduplicate_shared(full_ema)[0], str(partial / EMA_FILE), metadata=metadata)
         torch.save({"step": step, "optimizer": optim, "ema": ema.state_dict()}, partial / STATE_FILE)
         shutil.rmtree(folder, ignore_errors=True)
         partial.rename(folder)
@@ -106,24 +98,11 @@ def save_checkpoint(root: Path, step: int, model: nn.Module, ema: EMA, optimizer
 def load_checkpoint(folder: Path, model: nn.Module, ema: EMA, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
     """Restore model, EMA and optimizer from `folder` (every process reads the files); returns the train state."""
     state = torch.load(folder / STATE_FILE, map_location="cpu", weights_only=True)
-    weights = _with_aliases(load_file(str(folder / MODEL_FILE)), unwrap(model))
+    weights = fill_aliases(load_file(str(folder / MODEL_FILE)), alias_groups(unwrap(model)))
     set_model_state_dict(model, weights, options=StateDictOptions(full_state_dict=True))
     set_optimizer_state_dict(model, optimizer, state["optimizer"], options=StateDictOptions(full_state_dict=True))
     averaged = load_file(str(folder / EMA_FILE))
     ema.load({name: _like(averaged[name], shadow) for name, shadow in ema.parameters().items()}, state["ema"])
-    return state
-
-
-def _with_aliases(state: dict[str, torch.Tensor], module: nn.Module) -> dict[str, torch.Tensor]:
-    """Fill in the names `unique_tensors` left out, from the module's own shared tensors."""
-    groups: dict[object, list[str]] = {}
-    for name, tensor in module.state_dict(keep_vars=True).items():
-        groups.setdefault(view_identity(tensor), []).append(name)
-    for names in groups.values():
-        stored = next((name for name in names if name in state), None)
-        for name in names:
-            if stored is not None:
-                state.setdefault(name, state[stored])
     return state
 
 
