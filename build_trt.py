@@ -5,7 +5,9 @@
 
 Exports every network a tick of the world calls, in its play configuration (static shapes; for Oasis
 the context prefill, the one-frame fill and the cached denoising step, the units `--backend compile`
-runs; for DIAMOND the denoiser/upsampler, reward/end model and actor-critic), checks each ONNX graph
+runs; for WorldMAR (minecraft-mar, e.g. `--weights worldmar=my_mar.safetensors`) the frame's conditioning,
+masked encoder/decoder step and diffusion head at the largest reveal group, with the VAE decoder; for
+DIAMOND the denoiser/upsampler, reward/end model and actor-critic), checks each ONNX graph
 against PyTorch in onnxruntime, then builds the engines. Writes `<out>/<world>/<network>.onnx`,
 `<network>.json` (sidecar) and, unless `--onnx-only`, `<network>.plan`. An engine whose sidecar still matches (checkpoint, ONNX graph, precision, GPU,
 TensorRT version) is reused. The ONNX graphs are exported in fp32; the precision is TensorRT's.
@@ -26,7 +28,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--world", default="minecraft", help="world name under assets/worlds/ (minecraft, atari, csgo)")
+    parser.add_argument("--world", default="minecraft", help="world name under assets/worlds/ (minecraft, minecraft-mar, atari, csgo)")
     parser.add_argument("--game", help="game of a multi-game world (atari), same as the launcher's --game")
     parser.add_argument("--config", help="a world .yaml file (overrides --world)")
     parser.add_argument("--weights", action="append", default=[], metavar="ROLE=PATH",

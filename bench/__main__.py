@@ -26,11 +26,13 @@ def run_retrieval(args: argparse.Namespace, device: torch.device, dtype: torch.d
 
 
 def run_csgo(args: argparse.Namespace, device: torch.device, dtype: torch.dtype) -> dict:
-    return diamond.run_csgo(device, dtype, preset=args.preset, ticks=args.ticks or (20 if device.type == "cuda" else 3))
+    return diamond.run_csgo(device, dtype, preset=args.preset, ticks=args.ticks or (20 if device.type == "cuda" else 3),
+                            backend=args.backend)
 
 
 def run_atari(args: argparse.Namespace, device: torch.device, dtype: torch.dtype) -> dict:
-    return diamond.run_atari(device, torch.float32, ticks=args.ticks or (20 if device.type == "cuda" else 5))
+    return diamond.run_atari(device, torch.float32, ticks=args.ticks or (20 if device.type == "cuda" else 5),
+                             backend=args.backend)
 
 
 def run_kernels(args: argparse.Namespace, device: torch.device, dtype: torch.dtype) -> dict:

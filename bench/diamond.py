@@ -13,6 +13,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -21,7 +22,10 @@ from torch.distributions import Categorical
 
 from bench.device import device_name, sync
 from engine.actions.keymap import Keymap
+from engine.backends.base import Backend
+from engine.backends.choose import make_backend
 from engine.backends.device import dtype_name
+from engine.backends.diamond_units import ActorCriticStep, RewEndStep
 from engine.models.diamond_agent import (
     ActorCritic,
     ActorCriticConfig,
@@ -49,6 +53,7 @@ ATARI_REW_END = {"lstm_dim": 512, "img_channels": 3, "img_size": ATARI_IMAGE, "c
                  "num_actions": ATARI_ACTIONS}
 ATARI_ACTOR_CRITIC = {"lstm_dim": 512, "img_channels": 3, "img_size": ATARI_IMAGE, "channels": [32, 32, 64, 64],
                       "down": [1, 1, 1, 1], "num_actions": ATARI_ACTIONS}
+BACKEND_LOOP = "play+backend"  # the play tick through the chosen backend, when it is not eager
 ATARI_SAMPLER = EdmSamplerConfig(num_steps_denoising=3, sigma_min=2e-3, sigma_max=5.0, rho=7)
 
 
@@ -94,17 +99,38 @@ def time_interleaved(loops: dict[str, Callable[[int], torch.Tensor]], ticks: int
     return results
 
 
-def compare(results: dict, ticks: int, warmup: int) -> dict:
+def frame_differences(expected: list[torch.Tensor], got: list[torch.Tensor]) -> dict:
+    diffs = [(a.int() - b.int()).abs() for a, b in zip(expected, got, strict=True)]
+    return {"max_abs_diff_u8": max(int(d.max()) for d in diffs),
+            "differing_fraction": max(float((d > 0).float().mean()) for d in diffs)}
+
+
+def compare(results: dict, ticks: int, warmup: int, backend: Backend) -> dict:
+    """The reference against our eager play loop and, with another backend, the play loop through it."""
     ref_ms, fast_ms = statistics.median(results["reference"][0]), statistics.median(results["play"][0])
-    diffs = [(a.int() - b.int()).abs() for a, b in zip(results["reference"][1], results["play"][1], strict=True)]
-    return {
+    figures = {
         "ticks": ticks, "warmup": warmup, "reference_ms": round(ref_ms, 1), "play_ms": round(fast_ms, 1),
         "reference_ms_all": [round(t, 1) for t in results["reference"][0]],
         "play_ms_all": [round(t, 1) for t in results["play"][0]],
-        "speedup": round(ref_ms / fast_ms, 2),
-        "max_abs_diff_u8": max(int(d.max()) for d in diffs),
-        "differing_fraction": max(float((d > 0).float().mean()) for d in diffs),
+        "speedup": round(ref_ms / fast_ms, 2), **frame_differences(results["reference"][1], results["play"][1]),
+        "backend": backend.label,
     }
+    if backend.name != "eager":
+        times, frames = results[BACKEND_LOOP]
+        backend_ms = statistics.median(times)
+        figures["play_backend"] = {"ms": round(backend_ms, 1), "ms_all": [round(t, 1) for t in times],
+                                   "speedup": round(ref_ms / backend_ms, 2),
+                                   **frame_differences(results["reference"][1], frames)}
+    return figures
+
+
+def play_loops(make: Callable[[Backend | None], Any], backend: Backend) -> dict[str, Any]:
+    """The play tick eager and, with a backend other than eager, through it (warmed up)."""
+    ticks = {"play": make(None)}
+    if backend.name != "eager":
+        ticks[BACKEND_LOOP] = make(backend)
+        backend.warm_up()
+    return ticks
 
 
 # CS:GO
@@ -120,7 +146,8 @@ def csgo_actions(count: int) -> list[torch.Tensor]:
 
 
 @torch.no_grad()
-def run_csgo(device: torch.device, dtype: torch.dtype, preset: str = "fast", ticks: int = 3, warmup: int = 1) -> dict:
+def run_csgo(device: torch.device, dtype: torch.dtype, preset: str = "fast", ticks: int = 3, warmup: int = 1,
+             backend: str = "eager") -> dict:
     cfg = load_world_config("csgo", [f"sampler.preset={preset}"])
     networks = build_networks(cfg, device)
     denoiser, upsampler = (randomize(networks[role], seed).to(dtype) for role, seed in (("denoiser", 0),
@@ -135,23 +162,25 @@ def run_csgo(device: torch.device, dtype: torch.dtype, preset: str = "fast", tic
     full = F.interpolate(low[0], scale_factor=factor, mode="bicubic").clamp(-1, 1)[None]
     actions = [a.to(device) for a in csgo_actions(warmup + ticks + frames)]
     spawn_act = torch.stack(actions[:frames])[None]
-    reference = ReferenceTick(denoiser, upsampler, next_cfg, up_cfg, frames)
-    play = PlayTick(denoiser, upsampler, next_cfg, up_cfg, frames, low_size, num_actions, device)
+    chosen = make_backend(backend, device, dtype)
+    loops = {"reference": ReferenceTick(denoiser, upsampler, next_cfg, up_cfg, frames),
+             **play_loops(lambda b: PlayTick(denoiser, upsampler, next_cfg, up_cfg, frames, low_size, num_actions,
+                                             device, b), chosen)}
     noises = {}
-    for name, tick in (("reference", reference), ("play", play)):
+    for name, tick in loops.items():
         tick.reset(low, full, spawn_act)
         noises[name] = SeededNoise(0, device)
 
     def loop(name: str, tick) -> Callable[[int], torch.Tensor]:
         return lambda j: to_uint8(tick.step(actions[frames + j], noises[name])[1][0])
 
-    results = time_interleaved({"reference": loop("reference", reference), "play": loop("play", play)}, ticks,
-                               warmup, device)
+    results = time_interleaved({name: loop(name, tick) for name, tick in loops.items()}, ticks, warmup, device)
+    play = loops["play"]
     return {"bench": "csgo", "device": device_name(device), "dtype": dtype_name(dtype), "preset": preset,
             "low_res": list(low_size), "full_res": [height, width],
             "denoiser_calls_per_tick": [len(play.next_denoiser.conditioners), len(play.up_denoiser.conditioners)],
             "parameters": sum(p.numel() for m in (denoiser, upsampler) for p in m.parameters()),
-            **compare(results, ticks, warmup)}
+            **compare(results, ticks, warmup, chosen)}
 
 
 # Atari
@@ -187,9 +216,18 @@ class AtariPlayTick:
     """The same tick with `PlayDenoiser`, an `EdmSampler`, ring buffers and sampling without host checks."""
 
     def __init__(self, denoiser: Denoiser, rew_end: RewEndModel, actor_critic: ActorCritic,
-                 device: torch.device) -> None:
-        self.rew_end, self.actor_critic = rew_end, actor_critic
-        self.sampler, self.play = play_sampler(denoiser, ATARI_SAMPLER, device)
+                 device: torch.device, backend: Backend | None = None) -> None:
+        backend = backend or Backend(device, torch.float32)
+        size = (ATARI_IMAGE, ATARI_IMAGE)
+        self.sampler, self.play = play_sampler(denoiser, ATARI_SAMPLER, device, backend, "denoiser", size)
+        frame = torch.zeros((1, 3, *size), device=device)
+        rew_state, ac_state = (torch.zeros(shape, device=device) for shape in ((1, 1, rew_end.cfg.lstm_dim),
+                                                                                (1, actor_critic.cfg.lstm_dim)))
+        self.rew_end = backend.compile_step(RewEndStep(rew_end), (frame[:, None], torch.zeros((1, 1), dtype=torch.long,
+                                            device=device), frame[:, None], rew_state, rew_state), "rew_end_model")
+        self.actor_critic = backend.compile_step(ActorCriticStep(actor_critic), (frame, ac_state, ac_state),
+                                                 "actor_critic")
+        self.burn_in, self.initial_ac_state = rew_end.predict_rew_end, actor_critic.initial_state
         t = denoiser.cfg.inner_model.num_steps_conditioning
         self.obs = Ring((3, ATARI_IMAGE, ATARI_IMAGE), t, device)
         self.act = Ring((), t, device, dtype=torch.long)
@@ -198,28 +236,27 @@ class AtariPlayTick:
     def reset(self, obs: torch.Tensor, act: torch.Tensor) -> None:
         self.obs.fill(obs)
         self.act.fill(act)
-        *_, self.hx_cx = self.rew_end.predict_rew_end(obs[:, :-1], act[:, :-1], obs[:, 1:])
-        self.ac_state = self.actor_critic.initial_state(1)
+        *_, self.hx_cx = self.burn_in(obs[:, :-1], act[:, :-1], obs[:, 1:])
+        self.ac_state = self.initial_ac_state(1)
 
     def step(self, act: torch.Tensor, noise: NoiseSource) -> torch.Tensor:
         self.act.set_newest(act)
         obs, acts = self.obs.window(self.obs.length), self.act.window(self.act.length)
         self.play.begin(acts)
         next_obs, _ = self.sampler.sample(obs, acts, noise)
-        logits_rew, logits_end, self.hx_cx = self.rew_end.predict_rew_end(
-            obs[:, -1:], acts[:, -1:], next_obs[:, None], self.hx_cx)
+        logits_rew, logits_end, *self.hx_cx = self.rew_end(obs[:, -1:], acts[:, -1:], next_obs[:, None], *self.hx_cx)
         self.reward = policy_action(logits_rew[:, 0], self.generator) - 1.0
         self.end = policy_action(logits_end[:, 0], self.generator)
         self.obs.advance()
         self.act.advance()
         self.obs.set_newest(next_obs)
-        logits_act, _, self.ac_state = self.actor_critic.predict_act_value(next_obs, self.ac_state)
+        logits_act, _, *self.ac_state = self.actor_critic(next_obs, *self.ac_state)
         self.policy = policy_action(logits_act, self.generator)
         return next_obs
 
 
 @torch.no_grad()
-def run_atari(device: torch.device, dtype: torch.dtype, ticks: int = 5, warmup: int = 1) -> dict:
+def run_atari(device: torch.device, dtype: torch.dtype, ticks: int = 5, warmup: int = 1, backend: str = "eager") -> dict:
     if dtype != torch.float32:
         raise ValueError("the Atari bench runs float32 (the reward/end LSTM has no reduced-precision path here)")
     with torch.device(device):
@@ -229,22 +266,22 @@ def run_atari(device: torch.device, dtype: torch.dtype, ticks: int = 5, warmup: 
     t = denoiser.cfg.inner_model.num_steps_conditioning
     obs = random_frames((1, t, 3, ATARI_IMAGE, ATARI_IMAGE), 3, device)
     script = torch.arange(warmup + ticks + t, device=device) % ATARI_ACTIONS
-    reference, play = AtariReferenceTick(denoiser, rew_end, actor_critic), AtariPlayTick(denoiser, rew_end,
-                                                                                        actor_critic, device)
+    chosen = make_backend(backend, device, dtype)
+    loops = {"reference": AtariReferenceTick(denoiser, rew_end, actor_critic),
+             **play_loops(lambda b: AtariPlayTick(denoiser, rew_end, actor_critic, device, b), chosen)}
     noises = {}
-    for name, tick in (("reference", reference), ("play", play)):
+    for name, tick in loops.items():
         tick.reset(obs, script[:t][None].clone())
         noises[name] = SeededNoise(0, device)
 
     def loop(name: str, tick) -> Callable[[int], torch.Tensor]:
         return lambda j: to_uint8(tick.step(script[t + j], noises[name])[0])
 
-    results = time_interleaved({"reference": loop("reference", reference), "play": loop("play", play)}, ticks,
-                               warmup, device)
+    results = time_interleaved({name: loop(name, tick) for name, tick in loops.items()}, ticks, warmup, device)
     parameters = sum(p.numel() for m in (denoiser, rew_end, actor_critic) for p in m.parameters())
     return {"bench": "atari", "device": device_name(device), "dtype": dtype_name(dtype), "image": ATARI_IMAGE,
             "num_actions": ATARI_ACTIONS, "denoiser_steps": ATARI_SAMPLER.num_steps_denoising,
-            "parameters": parameters, **compare(results, ticks, warmup)}
+            "parameters": parameters, **compare(results, ticks, warmup, chosen)}
 
 
 def print_table(result: dict) -> None:
@@ -258,3 +295,8 @@ def print_table(result: dict) -> None:
         print(f"  {name:>10} {result[f'{name}_ms']:>10} ms/tick   ({', '.join(map(str, result[f'{name}_ms_all']))})")
     print(f"  speed-up {result['speedup']}x; frames: max |difference| {result['max_abs_diff_u8']} levels, "
           f"at most {result['differing_fraction']:.2%} of the values differ")
+    through = result.get("play_backend")
+    if through:
+        print(f"  play+{result['backend']:<6} {through['ms']:>7} ms/tick   ({', '.join(map(str, through['ms_all']))})")
+        print(f"  speed-up {through['speedup']}x; frames: max |difference| {through['max_abs_diff_u8']} levels, "
+              f"at most {through['differing_fraction']:.2%} of the values differ")

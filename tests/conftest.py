@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -32,6 +33,23 @@ def oasis_dir(fixtures_dir: Path) -> Path:
 @pytest.fixture(scope="session")
 def diamond_dir(fixtures_dir: Path) -> Path:
     return fixtures_dir / "diamond"
+
+
+@pytest.fixture(scope="session")
+def mar_dir(fixtures_dir: Path) -> Path:
+    return fixtures_dir / "worldmar"
+
+
+@pytest.fixture(scope="session")
+def mar_config(mar_dir: Path) -> dict:
+    """The fixture WorldMAR's json: constructor arguments (`constructor_kwargs`) and the reference run's settings (`io`)."""
+    return read_json(mar_dir / "model_small.json")
+
+
+@pytest.fixture(scope="session")
+def mar_io(mar_dir: Path) -> dict[str, torch.Tensor]:
+    """Inputs and outputs of the reference WorldMAR run on the fixture model."""
+    return load_file(mar_dir / "model_io.safetensors")
 
 
 def read_json(path: Path) -> dict:

@@ -81,7 +81,11 @@ def tiny_world_config(diamond_dir: Path, weights: str | None = None, with_config
 
 @pytest.fixture(scope="module")
 def tiny_world(diamond_dir, tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("tiny-atari") / "tiny_atari.yaml"
+    return write_tiny_world(tmp_path_factory.mktemp("tiny-atari"), diamond_dir)
+
+
+def write_tiny_world(folder: Path, diamond_dir: Path) -> Path:
+    path = folder / "tiny_atari.yaml"
     path.write_text(yaml.safe_dump(tiny_world_config(diamond_dir), sort_keys=False))
     return path
 

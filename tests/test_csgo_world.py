@@ -66,6 +66,10 @@ def write_spawn_point(folder: Path, io: dict) -> Path:
 
 @pytest.fixture(scope="module")
 def fixture(diamond_dir: Path) -> dict:
+    return read_fixture(diamond_dir)
+
+
+def read_fixture(diamond_dir: Path) -> dict:
     return {"agent": read_json(diamond_dir / "csgo_agent.json"),
             "env": read_json(diamond_dir / "csgo_world_model_env.json"),
             "io": load_file(diamond_dir / "csgo_world_model_env.safetensors")}
@@ -73,8 +77,11 @@ def fixture(diamond_dir: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def tiny_world(tmp_path_factory, diamond_dir: Path, fixture: dict) -> Path:
+    return make_tiny_world(tmp_path_factory.mktemp("tiny-csgo"), diamond_dir, fixture)
+
+
+def make_tiny_world(folder: Path, diamond_dir: Path, fixture: dict) -> Path:
     """A csgo world of fixture size: the fixture weights, one spawn point, the fixture's sampler cases as presets."""
-    folder = tmp_path_factory.mktemp("tiny-csgo")
     write_spawn_point(folder / "spawn" / "point-0", fixture["io"])
     presets = {case: {"next_obs": spec["diffusion_sampler_next_obs"],
                       "upsampling": spec["diffusion_sampler_upsampling"]}

@@ -56,6 +56,9 @@ class ListNoise:
         self.tensors = tensors
         self.index = 0
 
+    def reset(self) -> None:
+        self.index = 0
+
     def draw(self, shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
         sample = self.tensors[self.index]
         assert tuple(sample.shape) == tuple(shape), f"draw {self.index}: {tuple(sample.shape)} vs {shape}"

@@ -10,52 +10,52 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
 from safetensors.torch import load_file
 
 import build_trt
-from engine.backends.export import export_all, run_onnx
-from engine.backends.export_diamond import diamond_exports
+from engine.actions.keymap import Keymap
+from engine.backends.export import run_onnx
 from engine.backends.tensorrt import read_sidecar
 from engine.checkpoints.verify import file_sha256
-from engine.models.diamond_denoiser import Denoiser, DenoiserConfig
+from engine.worlds.atari import AtariSession
+from engine.worlds.config import load_world_config
+from engine.worlds.csgo import CsgoSession
+from engine.worlds.csgo_spawn import spawn_point_dirs
+from engine.worlds.loader import load_networks
 from tests.conftest import read_json
-from tests.test_atari_world import tiny_world_config
+from tests.onnx_units import OnnxUnitsBackend
+from tests.test_atari_world import write_tiny_world as write_tiny_atari_world
+from tests.test_csgo_world import make_tiny_world as make_tiny_csgo_world
+from tests.test_csgo_world import read_fixture as read_csgo_fixture
 from tests.test_diamond_models import assert_quantized_close
 
 ATOL = 1e-4
+CPU = torch.device("cpu")
 ATARI = ("denoiser", "rew_end_model", "actor_critic")
-
-
-def load(cls, config_cls, config: dict, state: dict, prefix: str):
-    module = cls(config_cls.from_dict(config)).eval()
-    module.load_from(state, prefix)
-    return module
+CSGO = ("denoiser", "upsampler")
 
 
 @pytest.fixture(scope="module")
 def atari(diamond_dir: Path, tmp_path_factory) -> dict:
     """`build_trt.py --onnx-only` on the shipped atari world with the fixture agent's sizes and weights."""
-    path = tmp_path_factory.mktemp("tiny-atari") / "tiny_atari.yaml"
-    path.write_text(yaml.safe_dump(tiny_world_config(diamond_dir), sort_keys=False))
-    out = tmp_path_factory.mktemp("engines")
-    assert build_trt.main(["--config", str(path), "--out", str(out), "--onnx-only", "--atol", str(ATOL),
-                           "--no-download"]) == 0
-    folder = out / "tiny-atari"
-    return {"folder": folder, "results": {name: read_sidecar(folder / f"{name}.json") for name in ATARI}}
+    return onnx_only(write_tiny_atari_world(tmp_path_factory.mktemp("tiny-atari"), diamond_dir),
+                     tmp_path_factory.mktemp("engines"), ATARI)
 
 
 @pytest.fixture(scope="module")
 def csgo(diamond_dir: Path, tmp_path_factory) -> dict:
-    cfg = read_json(diamond_dir / "csgo_agent.json")["agent_config"]
-    state = load_file(diamond_dir / "csgo_agent.safetensors")
-    networks = {name: load(Denoiser, DenoiserConfig, cfg[name], state, f"{name}.") for name in ("denoiser", "upsampler")}
-    sizes = {"denoiser": load_file(diamond_dir / "csgo_denoise_io.safetensors")["noisy_next_obs"].shape[-2:],
-             "upsampler": load_file(diamond_dir / "csgo_upsampler_denoise_io.safetensors")["noisy_next_obs"].shape[-2:]}
-    folder = tmp_path_factory.mktemp("csgo_onnx")
-    results = export_all(diamond_exports(networks, {k: tuple(v) for k, v in sizes.items()},
-                                         sigma_cond={"denoiser": True, "upsampler": False}), folder, ATOL)
-    return {"folder": folder, "results": results}
+    """`build_trt.py --onnx-only` on a csgo world of fixture size (its first preset: s_cond on the denoiser only)."""
+    path = make_tiny_csgo_world(tmp_path_factory.mktemp("tiny-csgo"), diamond_dir, read_csgo_fixture(diamond_dir))
+    return onnx_only(path, tmp_path_factory.mktemp("engines"), CSGO)
+
+
+def onnx_only(world: Path, out: Path, networks: tuple[str, ...]) -> dict:
+    """`build_trt.py --onnx-only` on the world file: its ONNX folder, the world file, each network's sidecar."""
+    assert build_trt.main(["--config", str(world), "--out", str(out), "--onnx-only", "--atol", str(ATOL),
+                           "--no-download"]) == 0
+    folder = out / str(load_world_config(world).name)
+    return {"folder": folder, "config": world,
+            "results": {name: read_sidecar(folder / f"{name}.json") for name in networks}}
 
 
 def test_build_trt_exports_every_atari_network_with_its_sidecar(atari: dict, diamond_dir: Path) -> None:
@@ -72,9 +72,9 @@ def test_build_trt_exports_every_atari_network_with_its_sidecar(atari: dict, dia
 
 
 def test_every_csgo_network_exports_with_torch_export_and_matches_pytorch(csgo: dict) -> None:
-    assert set(csgo["results"]) == {"denoiser", "upsampler"}
-    for result in csgo["results"].values():
-        assert result["exporter"] == "dynamo" and result["max_abs_diff"] <= ATOL
+    for name, sidecar in csgo["results"].items():
+        assert sidecar["exporter"] == "dynamo" and sidecar["onnx_max_abs_diff"] <= ATOL
+        assert [i["name"] for i in sidecar["inputs"]][-1] == ("sigma_cond" if name == "denoiser" else "obs")
 
 
 def test_atari_denoiser_onnx_reproduces_the_fixture(atari: dict, diamond_dir: Path) -> None:
@@ -118,3 +118,41 @@ def test_csgo_denoiser_and_upsampler_onnx_reproduce_the_fixtures(csgo: dict, dia
         (out,) = run_onnx(csgo["folder"] / "upsampler.onnx", (io["noisy_next_obs"][b : b + 1], io["sigma"][b],
                                                               io["obs"][b : b + 1]))
         assert_quantized_close(torch.from_numpy(out), io["denoised"][b : b + 1])
+
+
+# -- the worlds' ticks on the exported units (what `--backend trt` runs, here in onnxruntime) ----------------
+
+
+def test_atari_ticks_run_on_the_exported_units(atari: dict, diamond_dir: Path) -> None:
+    """Agent mode calls all three units; the frames, rewards and ends equal the eager session's."""
+    cfg = load_world_config(atari["config"])
+    networks = load_networks(cfg, {role: Path(cfg.checkpoints.files[role]) for role in ATARI}, CPU, torch.float32)
+    io = load_file(diamond_dir / "atari_sampler_io.safetensors")
+    frames, actions = io["prev_obs"][1], io["prev_act"][1]
+    backend = OnnxUnitsBackend(atari["folder"])
+    sessions = [AtariSession(cfg, networks, frames, actions, seed=3, agent=True, backend=b) for b in (None, backend)]
+    assert sorted(backend.units) == sorted(ATARI)
+    idle = torch.zeros(sessions[0].action_dim)
+    for _ in range(4):
+        eager, units = (session.step(idle).int() for session in sessions)
+        assert (eager - units).abs().max() <= 2
+        outcomes = [(int(s.reward), int(s.end), int(s.last_action.argmax())) for s in sessions]
+        assert outcomes[0] == outcomes[1]
+    assert sessions[1].metadata()["backend"] == OnnxUnitsBackend.name
+
+
+def test_csgo_ticks_run_on_the_exported_units(csgo: dict) -> None:
+    cfg = load_world_config(csgo["config"])
+    networks = load_networks(cfg, {role: Path(cfg.checkpoints.files[role]) for role in CSGO}, CPU, torch.float32)
+    spawn_dirs = spawn_point_dirs(csgo["config"].parent / "spawn")
+    backend = OnnxUnitsBackend(csgo["folder"])
+    sessions = [CsgoSession(cfg, networks["denoiser"], networks["upsampler"], spawn_dirs, seed=5, backend=b)
+                for b in (None, backend)]
+    assert backend.units == list(CSGO)
+    keymap = Keymap.load("csgo")
+    for session in sessions:
+        session.reset()
+    for keys, dx in (({"w"}, 0), ({"w", "d"}, 40), (set(), -12)):
+        action = keymap.to_action(frozenset(keys), frozenset(), dx, 0)
+        eager, units = (session.step(action).int() for session in sessions)
+        assert (eager - units).abs().max() <= 2

@@ -1,6 +1,7 @@
 """ONNX export of the WorldMAR calls of a MAR frame (conditioning, masked encoder/decoder step, diffusion head)
 at fixture size (fixtures/worldmar/model_small), checked in onnxruntime against PyTorch; the step graph takes
-the hidden-token mask as an input, so every MAR iteration runs through the one exported graph."""
+the hidden-token mask as an input, and the head is exported at the largest reveal group (the sampler pads
+every group to it), so every MAR iteration runs through the same exported graphs."""
 
 from __future__ import annotations
 
@@ -10,10 +11,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from engine.backends.export import check_onnx, export_all
-from engine.backends.export_worldmar import MARStep, mar_inputs, worldmar_exports
+from engine.backends.export import check_onnx, export_all, onnx_session
+from engine.backends.export_worldmar import mar_inputs, worldmar_exports
+from engine.backends.worldmar_units import MARStep
 from engine.models.worldmar import WorldMAR, load_reference_checkpoint
-from engine.sampling.mar import reveal_schedule
+from engine.sampling.mar import largest_group, reveal_schedule
 from tests.conftest import read_json
 
 ATOL = 1e-4
@@ -53,3 +55,11 @@ def test_step_graph_serves_every_mar_iteration(model: WorldMAR, frames: int, exp
         step = mar_inputs(model, frames, 1, hidden_count=hidden_before, seed=hidden_before)["step"]
         assert int(step[3].sum()) == hidden_before
         assert check_onnx(folder / "mar_step.onnx", MARStep(model), step, ATOL) <= ATOL
+
+
+def test_head_graph_has_the_rows_of_the_largest_group(model: WorldMAR, exported) -> None:
+    folder, _ = exported
+    rows = largest_group(model.frame_tokens, 4)
+    assert rows > reveal_schedule(model.frame_tokens, 4)[0][1] - reveal_schedule(model.frame_tokens, 4)[0][0]
+    assert [arg.shape for arg in onnx_session(folder / "mar_head.onnx").get_inputs()] == [
+        [rows, model.token_dim], [rows], [rows, model.diffloss.net.cond_embed.in_features]]

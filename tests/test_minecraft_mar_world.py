@@ -77,6 +77,7 @@ def test_headless_run_writes_mp4_and_npz_with_poses_and_retrievals(headless_run,
     np.testing.assert_array_equal(recording["actions"], expected_actions)
     meta = recording["metadata"]
     assert (meta["world"], meta["family"], meta["seed"], meta["sampler"]) == ("tiny-mar", "worldmar", SEED, "mar")
+    assert meta["backend"] == "eager"  # --backend auto on a CPU
     assert set(meta["checkpoint_sha256"]) == {"worldmar", "vae"}
     assert "retrieved_frames" in meta["extra_keys"]
 

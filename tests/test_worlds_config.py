@@ -28,12 +28,3 @@ def test_every_family_names_its_networks_and_opener() -> None:
         module = family_module(family)
         assert module.NETWORKS and callable(module.open_world)
     assert set(network_classes(load_world_config("minecraft"))) == {"dit", "vae"}
-
-
-@pytest.mark.parametrize("world", ["atari", "csgo", "minecraft-mar"])
-def test_backend_a_world_cannot_run_is_refused_before_loading(world: str) -> None:
-    from engine.worlds.loader import open_session
-
-    with pytest.raises(ConfigError, match="runs its networks eagerly") as err:
-        open_session(world, device="cpu", allow_download=False, extra={"backend": "compile"})
-    assert "\n" not in str(err.value)

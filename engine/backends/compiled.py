@@ -2,14 +2,14 @@
 
 On CUDA, `capture` records everything a call launches (the compiled kernels of every denoising step of a
 tick, the sampler arithmetic between them) into one CUDA graph and replays it, so a tick costs a few
-launches instead of thousands. On CPU the compiled calls run as they are (inductor's C++ kernels, no
-graphs).
+launches instead of thousands. On CPU the compiled calls run inductor's C++ kernels, without graphs, on
+private copies of their inputs (`StaticInputCall`), so that one compiled graph serves every call.
 """
 
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -34,16 +34,52 @@ def compile_available(device: torch.device) -> str | None:
     return f"torch.compile is not set up for {device.type} here"
 
 
-class GraphCall(PreparedCall):
-    """`fn` captured into a CUDA graph after warm-up runs; each call copies its inputs in and replays."""
+class StaticInputCall(PreparedCall):
+    """`fn` called on private copies of its inputs, laid out as the example inputs were.
+
+    torch.compile guards every stride, even of size-1 dimensions, so a view of a ring buffer (a different
+    batch stride each time) would compile the graph again; copied into fixed tensors, one graph serves every
+    call. The arguments at `buffers` are the world's own state (written in place) and are passed as they are.
+    """
 
     def __init__(self, fn: Fn, example_inputs: Sequence[Any], name: str, buffers: Sequence[int]) -> None:
         super().__init__(fn, example_inputs, name)
         self.buffers = frozenset(buffers)
 
+    def static_inputs(self) -> tuple:
+        return tuple(arg if i in self.buffers or not isinstance(arg, torch.Tensor) else arg.clone()
+                     for i, arg in enumerate(self.example_inputs))
+
+    def load(self, static: tuple, args: Sequence[Any]) -> None:
+        """Copy `args` into the static inputs, checking that buffers and non-tensor arguments are unchanged."""
+        if len(args) != len(static):
+            raise TypeError(f"{self.name}: prepared with {len(static)} arguments, called with {len(args)}")
+        for i, (arg, fixed) in enumerate(zip(args, static, strict=True)):
+            if i in self.buffers:
+                if arg.data_ptr() != fixed.data_ptr():
+                    raise ValueError(f"{self.name}: argument {i} must be the buffer it was prepared with")
+            elif isinstance(fixed, torch.Tensor):
+                fixed.copy_(arg)
+            elif arg != fixed:
+                raise ValueError(f"{self.name}: argument {i} was {fixed!r} when prepared, got {arg!r}")
+
     def build(self) -> Fn:
-        static = tuple(arg if i in self.buffers or not isinstance(arg, torch.Tensor) else arg.clone()
-                       for i, arg in enumerate(self.example_inputs))
+        static = self.static_inputs()
+        with torch.no_grad():
+            self.fn(*static)
+
+        def call(*args: Any) -> Any:
+            self.load(static, args)
+            return self.fn(*static)
+
+        return call
+
+
+class GraphCall(StaticInputCall):
+    """`fn` captured into a CUDA graph after warm-up runs; each call copies its inputs in and replays."""
+
+    def build(self) -> Fn:
+        static = self.static_inputs()
         device = next(a.device for a in static if isinstance(a, torch.Tensor))
         side = torch.cuda.Stream(device)
         side.wait_stream(torch.cuda.current_stream(device))
@@ -54,22 +90,9 @@ class GraphCall(PreparedCall):
         graph = torch.cuda.CUDAGraph()
         with torch.no_grad(), torch.cuda.graph(graph):
             outputs = self.fn(*static)
-        return self._replayer(graph, static, outputs)
-
-    def _replayer(self, graph: torch.cuda.CUDAGraph, static: tuple, outputs: Any) -> Callable[..., Any]:
-        name, buffers = self.name, self.buffers
 
         def replay(*args: Any) -> Any:
-            if len(args) != len(static):
-                raise TypeError(f"{name}: captured with {len(static)} arguments, called with {len(args)}")
-            for i, (arg, fixed) in enumerate(zip(args, static, strict=True)):
-                if i in buffers:
-                    if arg.data_ptr() != fixed.data_ptr():
-                        raise ValueError(f"{name}: argument {i} must be the buffer the graph was captured with")
-                elif isinstance(fixed, torch.Tensor):
-                    fixed.copy_(arg)
-                elif arg != fixed:
-                    raise ValueError(f"{name}: argument {i} was {fixed!r} at capture, got {arg!r}")
+            self.load(static, args)
             graph.replay()
             return tree_map(lambda t: t.clone() if isinstance(t, torch.Tensor) else t, outputs)
 
@@ -91,4 +114,4 @@ class CompileBackend(Backend):
     def capture(self, fn: Fn, example_inputs: Sequence[Any], name: str, buffers: Sequence[int] = ()) -> Fn:
         if self.device.type == "cuda":
             return self._register(GraphCall(fn, example_inputs, name, buffers))
-        return self._register(PreparedCall(fn, example_inputs, name))
+        return self._register(StaticInputCall(fn, example_inputs, name, buffers))

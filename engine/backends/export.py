@@ -31,6 +31,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -201,13 +202,18 @@ def _numpy(tensor: torch.Tensor) -> np.ndarray:
     return tensor.detach().cpu().numpy()
 
 
-def run_onnx(model_path: Path, inputs: Sequence[torch.Tensor]) -> list[np.ndarray]:
-    """Run an ONNX file in onnxruntime on the CPU, inputs bound by position."""
+def onnx_session(model_path: Path) -> Any:
+    """An onnxruntime InferenceSession of an ONNX file on the CPU, warnings silenced."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.log_severity_level = 3
-    session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+
+
+def run_onnx(model_path: Path, inputs: Sequence[torch.Tensor]) -> list[np.ndarray]:
+    """Run an ONNX file in onnxruntime on the CPU, inputs bound by position."""
+    session = onnx_session(model_path)
     feeds = {arg.name: _numpy(tensor) for arg, tensor in zip(session.get_inputs(), inputs, strict=True)}
     return session.run(None, feeds)
 

@@ -15,48 +15,10 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
+from engine.backends.diamond_units import ActorCriticStep, DenoiserCall, RewEndStep
 from engine.backends.export import ExportSpec
 from engine.models.diamond_agent import ActorCritic, RewEndModel
 from engine.models.diamond_denoiser import Denoiser
-
-
-class DenoiserCall(nn.Module):
-    """`Denoiser.denoise` with the inputs its world passes: actions and/or sigma_cond only where it has them."""
-
-    def __init__(self, denoiser: Denoiser, actions: bool, sigma_cond: bool) -> None:
-        super().__init__()
-        self.denoiser = denoiser
-        self.actions = actions
-        self.sigma_cond = sigma_cond
-
-    def forward(self, noisy: torch.Tensor, sigma: torch.Tensor, obs: torch.Tensor,
-                *extra: torch.Tensor) -> torch.Tensor:
-        act = extra[0] if self.actions else None
-        sigma_cond = extra[-1] if self.sigma_cond else None
-        return self.denoiser.denoise(noisy, sigma, obs, act, sigma_cond)
-
-
-class RewEndStep(nn.Module):
-    """One step of the reward/end model: (obs, act, next_obs) of one frame with the LSTM state in and out."""
-
-    def __init__(self, model: RewEndModel) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, obs: torch.Tensor, act: torch.Tensor, next_obs: torch.Tensor, hx: torch.Tensor,
-                cx: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        rew, end, (hx, cx) = self.model.predict_rew_end(obs, act, next_obs, (hx, cx))
-        return rew, end, hx, cx
-
-
-class ActorCriticStep(nn.Module):
-    def __init__(self, model: ActorCritic) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, obs: torch.Tensor, hx: torch.Tensor, cx: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        logits, value, (hx, cx) = self.model.predict_act_value(obs, (hx, cx))
-        return logits, value, hx, cx
 
 
 def denoiser_spec(name: str, role: str, denoiser: Denoiser, height: int, width: int, batch: int = 1,

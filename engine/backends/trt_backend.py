@@ -23,7 +23,6 @@ from engine.backends.base import Backend, Fn
 from engine.backends.device import dtype_name
 from engine.backends.tensorrt import (
     check_sidecar,
-    gpu_info,
     import_tensorrt,
     read_sidecar,
     tensorrt_environment,
@@ -106,7 +105,6 @@ class TrtBackend(Backend):
         if device.type != "cuda":
             raise EngineError(f"--backend trt runs on a CUDA GPU, not on {device} (use --device cuda)")
         self.trt = import_tensorrt()
-        gpu_info()
         self.world = world
         self.folder = Path(folder)
         self.checkpoint_files = dict(checkpoint_files)

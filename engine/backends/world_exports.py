@@ -9,6 +9,7 @@ from torch import nn
 
 from engine.backends.export import ExportSpec, oasis_exports
 from engine.backends.export_diamond import diamond_exports
+from engine.backends.export_worldmar import worldmar_tick_exports
 from engine.errors import ConfigError
 
 
@@ -31,4 +32,6 @@ def world_exports(cfg: DictConfig, networks: Mapping[str, nn.Module]) -> list[Ex
         return diamond_exports(networks, {"denoiser": (size, size)})
     if family == "csgo":
         return _csgo_exports(cfg, networks)
+    if family == "worldmar":
+        return worldmar_tick_exports(networks["worldmar"], networks["vae"], int(cfg.sampler.mar_iters))
     raise ConfigError(f"world '{cfg.name}': build_trt.py has no export for family '{family}'")

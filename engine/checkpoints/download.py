@@ -21,7 +21,7 @@ from huggingface_hub.utils import (
     RevisionNotFoundError,
 )
 
-from engine.errors import CheckpointError
+from engine.errors import CheckpointError, display_path, first_line
 
 DEFAULT_REVISION = "main"
 
@@ -46,7 +46,7 @@ def download_command(repo: str, filenames: Sequence[str], local_dir: Path,
     words = [hub_cli(), "download", repo, *filenames]
     if revision != DEFAULT_REVISION:
         words += ["--revision", revision]
-    words += ["--local-dir", _display_path(local_dir)]
+    words += ["--local-dir", display_path(local_dir)]
     return shlex.join(words)
 
 
@@ -92,7 +92,7 @@ def missing_files_error(repo: str | None, filenames: Sequence[str], roles: Seque
     filenames = list(dict.fromkeys(filenames))  # roles may share one file (DIAMOND's checkpoints)
     head = f"missing {', '.join(filenames)} for world '{world}'" + (f" ({reason})" if reason else "")
     if not repo:
-        return CheckpointError(f"{head}: put them in {_display_path(local_dir)} (or pass {overrides})")
+        return CheckpointError(f"{head}: put them in {display_path(local_dir)} (or pass {overrides})")
     command = download_command(repo, filenames, local_dir, revision)
     return CheckpointError(f"{head}: download them with: {command} (or pass {overrides})")
 
@@ -108,14 +108,6 @@ def _failure_reason(exc: Exception, repo: str, filename: str, revision: str) -> 
         return f"cannot reach {constants.ENDPOINT}"
     if isinstance(exc, EntryNotFoundError):
         return f"repo {repo} has no file {filename} at revision '{revision}'"
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return f"download of {filename} failed: {lines[0] if lines else type(exc).__name__}"
+    return f"download of {filename} failed: {first_line(exc)}"
 
 
-def _display_path(path: Path) -> str:
-    """`path` relative to the working directory when it lies inside it, else absolute."""
-    path = Path(path).absolute()
-    try:
-        return str(path.relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)

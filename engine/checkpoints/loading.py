@@ -19,7 +19,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import nn
 
-from engine.errors import CheckpointError
+from engine.errors import CheckpointError, first_line
 
 SAFETENSORS_SUFFIXES = (".safetensors",)
 PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin")
@@ -53,7 +53,7 @@ def load_pickle(path: Path, mmap: bool = True) -> object:
             f"(torch.save(model.state_dict(), 'weights.pt')), then run "
             f"`python -m engine.checkpoints convert weights.pt`") from None
     except (RuntimeError, OSError, EOFError) as exc:
-        raise CheckpointError(f"checkpoint {path} is not a readable PyTorch file: {_first_line(exc)}") from None
+        raise CheckpointError(f"checkpoint {path} is not a readable PyTorch file: {first_line(exc)}") from None
 
 
 def read_state_dict(path: str | Path, prefix: str | None = None) -> dict[str, torch.Tensor]:
@@ -68,7 +68,7 @@ def read_state_dict(path: str | Path, prefix: str | None = None) -> dict[str, to
         try:
             state = load_file(path, device="cpu")
         except (SafetensorError, OSError) as exc:
-            raise CheckpointError(f"checkpoint {path} is not a readable safetensors file: {_first_line(exc)}") from None
+            raise CheckpointError(f"checkpoint {path} is not a readable safetensors file: {first_line(exc)}") from None
     else:
         state = tensor_mapping(load_pickle(path), path)
     return strip_prefix(state, prefix, path)
@@ -245,12 +245,7 @@ def _refusal_reason(exc: BaseException) -> str:
     if match:
         return f"it references {match.group(1)}"
     match = re.search(r"WeightsUnpickler error:\s*([^\n]+)", text)
-    return match.group(1).strip() if match else _first_line(exc)
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return lines[0] if lines else type(exc).__name__
+    return match.group(1).strip() if match else first_line(exc)
 
 
 def _shape(shape: Sequence[int]) -> str:

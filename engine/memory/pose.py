@@ -78,6 +78,15 @@ def camera_rays(focal_length: float = DEFAULT_FOCAL_LENGTH, image_width: int = D
     return dirs / dirs.norm(dim=-1, keepdim=True)
 
 
+def token_rays(focal_length: float = DEFAULT_FOCAL_LENGTH, image_width: int = DEFAULT_IMAGE_WIDTH,
+               image_height: int = DEFAULT_IMAGE_HEIGHT, dtype: torch.dtype = torch.float32,
+               device: torch.device | str | None = None) -> torch.Tensor:
+    """The rays of `camera_rays` at the pixels WorldMAR's tokens read (`[::36, ::40]`): (9, 16, 3) by default."""
+    rows = torch.arange(0, image_height, TOKEN_ROW_STRIDE, device=device)
+    cols = torch.arange(0, image_width, TOKEN_COL_STRIDE, device=device)
+    return camera_rays(focal_length, image_width, image_height, rows, cols, dtype, device)
+
+
 def plucker_from_relative(rel_c2w: torch.Tensor, rays: torch.Tensor) -> torch.Tensor:
     """Plücker embedding `(o × d, d)` of camera rays `(H, W, 3)` under relative poses `(..., 4, 4)`:
     returns `(..., H, W, 6)`."""
@@ -92,9 +101,6 @@ def plucker(c2w: torch.Tensor, curr_frame: int, focal_length: float = DEFAULT_FO
             token_grid: bool = False) -> torch.Tensor:
     """`convert_to_plucker`: camera-to-world `(T, B, 4, 4)` -> `(T, B, H, W, 6)` relative to frame
     `curr_frame`. With `token_grid`, only the rays the model reads (`[::36, ::40]`) are computed."""
-    rows = cols = None
-    if token_grid:
-        rows = torch.arange(0, image_height, TOKEN_ROW_STRIDE, device=c2w.device)
-        cols = torch.arange(0, image_width, TOKEN_COL_STRIDE, device=c2w.device)
-    rays = camera_rays(focal_length, image_width, image_height, rows, cols, c2w.dtype, c2w.device)
+    rays = (token_rays if token_grid else camera_rays)(focal_length, image_width, image_height,
+                                                      dtype=c2w.dtype, device=c2w.device)
     return plucker_from_relative(relative_pose(c2w, curr_frame), rays)

@@ -32,6 +32,8 @@ from dataclasses import dataclass
 
 import torch
 
+from engine.memory.integrator import wrap_degrees
+
 FOV_HALF_H = 52.5
 FOV_HALF_V = 37.5
 RECENCY_WEIGHT = 0.2
@@ -62,7 +64,7 @@ def elevation_band(pitch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Elevations (degrees, float64) whose wrapped distance to `pitch` is below 37.5°, as one interval
     `(lo, hi)` inside [−90°, 90°] per camera; `lo = +inf, hi = −inf` where there is none."""
     pitch = pitch.double()
-    centre = torch.remainder(pitch + 180, 360) - 180
+    centre = wrap_degrees(pitch)
     lo = torch.full_like(pitch, math.inf)
     hi = torch.full_like(pitch, -math.inf)
     # The arc of elevations within 37.5° of pitch meets [-90°, 90°] in at most one interval.

@@ -9,19 +9,24 @@ A sampler calls the denoiser at a fixed list of noise levels (its schedule), wit
 Each call then runs the U-Net channels-last, with the group norms taking the per-call scale and shift as their
 affine weights (batch 1), the attention through `scaled_dot_product_attention` on stride-1 head layouts (its
 fused kernels instead of the materialised score matrix), and on the CPU every convolution with weights
-packed once for oneDNN instead of re-laid out on every call.
+packed once for oneDNN instead of re-laid out on every call. Through a compiling backend the U-Net of a call
+is one static-shape function of (input, the call's row of the modulation table), compiled (on CUDA replayed
+as a CUDA graph) on plain channels-last weights; through TensorRT the exported `Denoiser.denoise` unit
+replaces it whole (`play_sampler`).
 
 Only float rounding differs from `Denoiser.denoise` (it reorders sums); the fixture tolerances cover it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from engine.backends.base import Backend
+from engine.backends.diamond_units import DenoiserCall, EngineDenoiser
 from engine.models.diamond_denoiser import Denoiser, quantize
 from engine.models.diamond_unet import GN_EPS, AdaGroupNorm, ResBlock, ResBlocks, SelfAttention2d
 from engine.sampling.edm import EdmSampler, EdmSamplerConfig
@@ -142,11 +147,22 @@ class PlayDenoiser:
         self.norm_out = inner.norm_out.norm
         self.conv_out = FastConv(inner.conv_out, pack)
         self.inputs: torch.Tensor | None = None
-        self.fixed = None if inner.act_emb is not None else self._modulations(self.noise_emb)
-        if self.fixed is not None:
+        self.fixed = inner.act_emb is None
+        self.table = self._modulation_table(self.noise_emb) if self.fixed else None
+        if self.fixed:
             self.weight = self.bias = None  # stacked copies, no longer needed
-        self.mods = self.fixed
+        self.mods = None if self.table is None else [self._modulations(row) for row in self.table]
+        self.unet: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
         self.call = 0
+
+    def run_through(self, backend: Backend, name: str, frame_size: tuple[int, int]) -> None:
+        """Run the U-Net of every call through `backend` (compiled with static shapes, on CUDA replayed as a
+        CUDA graph) as one function of (conv_in input, this call's modulation row) at `frame_size`. Build
+        with `pack_weights=False`: compiled code takes plain channels-last weights."""
+        x = torch.zeros((1, self.conv_in.weight.shape[1], *frame_size), device=self.conv_in.weight.device,
+                        dtype=self.dtype).contiguous(memory_format=CHANNELS_LAST)
+        row = torch.zeros(2 * sum(self.widths), device=x.device, dtype=self.dtype)
+        self.unet = backend.compile_step(self._inner_row, (x, row), name)
 
     def _noise_embedding(self, c_noise: torch.Tensor, c_noise_cond: torch.Tensor) -> torch.Tensor:
         """The noise-level part of the conditioning sum, (calls, cond_channels), as `InnerModel.condition` adds it
@@ -171,27 +187,29 @@ class PlayDenoiser:
                 start = end
         return weight, bias
 
-    def _modulations(self, emb: torch.Tensor) -> list[list[Modulation]]:
-        """Per call, per AdaGroupNorm: (1 + scale, shift) from the conditioning sums `emb` (calls, cond_channels)."""
-        cond = self.inner.cond_proj(emb)
-        table = F.linear(cond, self.weight, self.bias) + self.scale_mask
-        mods = []
-        for row in table:
-            entries, start = [], 0
-            for width in self.widths:
-                entries.append((row[start:start + width], row[start + width:start + 2 * width]))
-                start += 2 * width
-            mods.append(entries)
-        return mods
+    def _modulation_table(self, emb: torch.Tensor) -> torch.Tensor:
+        """(calls, sum 2C): per call, every AdaGroupNorm's (1 + scale, shift) from the conditioning sums `emb`
+        (calls, cond_channels)."""
+        return F.linear(self.inner.cond_proj(emb), self.weight, self.bias) + self.scale_mask
+
+    def _modulations(self, row: torch.Tensor) -> list[Modulation]:
+        """One call's row of the table as (1 + scale, shift) views per AdaGroupNorm."""
+        entries, start = [], 0
+        for width in self.widths:
+            entries.append((row[start:start + width], row[start + width:start + 2 * width]))
+            start += 2 * width
+        return entries
 
     @torch.no_grad()
     def begin(self, act: torch.Tensor | None) -> None:
         """Start a sample with actions `act` (1, T) or (1, T, A), or None for a model without actions."""
         self.call = 0
-        if self.fixed is None:
+        if not self.fixed:
             if act is None:
                 raise ValueError("this denoiser is conditioned on actions: begin(act) needs them")
-            self.mods = self._modulations(self.noise_emb + self.inner.embed_actions(act))
+            self.table = self._modulation_table(self.noise_emb + self.inner.embed_actions(act))
+            if self.unet is None:
+                self.mods = [self._modulations(row) for row in self.table]
 
     @torch.no_grad()
     def __call__(self, noisy_next_obs: torch.Tensor, sigma: torch.Tensor, obs: torch.Tensor,
@@ -203,12 +221,15 @@ class PlayDenoiser:
                                "before each sample")
         if noisy_next_obs.shape[0] != 1:
             raise ValueError(f"the play denoiser runs batch 1, got {noisy_next_obs.shape[0]}")
-        cs, mods = self.conditioners[self.call], self.mods[self.call]
+        call, cs = self.call, self.conditioners[self.call]
         self.call += 1
         inputs = self._inputs(obs, noisy_next_obs)
         torch.div(obs, self.sigma_data, out=inputs[:, :obs.shape[1]])
         torch.mul(noisy_next_obs, cs.c_in, out=inputs[:, obs.shape[1]:])
-        model_output = self._inner(inputs, mods).float()
+        if self.unet is None:
+            model_output = self._inner(inputs, self.mods[call]).float()
+        else:
+            model_output = self.unet(inputs, self.table[call]).float()
         return quantize(cs.c_skip * noisy_next_obs + cs.c_out * model_output)
 
     def _inputs(self, obs: torch.Tensor, noisy: torch.Tensor) -> torch.Tensor:
@@ -218,6 +239,9 @@ class PlayDenoiser:
             self.inputs = torch.empty(shape, device=noisy.device, dtype=self.dtype,
                                       memory_format=CHANNELS_LAST)
         return self.inputs
+
+    def _inner_row(self, x: torch.Tensor, row: torch.Tensor) -> torch.Tensor:
+        return self._inner(x, self._modulations(row))
 
     def _inner(self, x: torch.Tensor, mods: Sequence[Modulation]) -> torch.Tensor:
         h, w = x.shape[-2:]
@@ -256,10 +280,27 @@ def call_sigmas(steps: Sequence) -> list[torch.Tensor]:
     return sigmas
 
 
-def play_sampler(model: Denoiser, cfg: EdmSamplerConfig, device: torch.device) -> tuple[EdmSampler, PlayDenoiser]:
+def play_sampler(model: Denoiser, cfg: EdmSamplerConfig, device: torch.device, backend: Backend | None = None,
+                 name: str = "denoiser", frame_size: tuple[int, int] | None = None
+                 ) -> tuple[EdmSampler, PlayDenoiser | EngineDenoiser]:
     """An `EdmSampler` (batch 1) calling `model` through a `PlayDenoiser` prepared for its schedule's calls;
-    call `play.begin(act)` before each `sampler.sample`."""
+    call `play.begin(act)` before each `sampler.sample`.
+
+    With a compiling `backend` the U-Net of each call runs compiled (and on CUDA graph-captured) at
+    `frame_size`; with one that replaces whole units (TensorRT) the engine of unit `name` (`DenoiserCall`,
+    as `build_trt.py` exports it) is the denoise function.
+    """
     sampler = EdmSampler(None, cfg, 1, device)
-    play = PlayDenoiser(model, call_sigmas(sampler.steps), sampler.sigma_cond)
+    if backend is not None and backend.replaces_units:
+        unit = DenoiserCall(model, actions=model.inner_model.act_emb is not None,
+                            sigma_cond=sampler.sigma_cond is not None)
+        play = EngineDenoiser(backend.compile(unit, name))
+    else:
+        compiled = backend is not None and backend.name != "eager"
+        play = PlayDenoiser(model, call_sigmas(sampler.steps), sampler.sigma_cond, pack_weights=not compiled)
+        if compiled:
+            if frame_size is None:
+                raise ValueError("a compiled play denoiser needs the frame size it runs at")
+            play.run_through(backend, name, frame_size)
     sampler.denoise = play
     return sampler, play

@@ -33,7 +33,7 @@ from engine.models.rotary import (
     pixel_frequencies,
     rotation_table,
 )
-from engine.models.worldmar_blocks import AttentionDropout, AxisMask, BlockInputs, STBlock
+from engine.models.worldmar_blocks import AttentionDropout, AxisMask, BlockInputs, RotationTable, STBlock
 from engine.models.worldmar_conditioning import plucker_tokens
 from engine.models.worldmar_head import DiffLoss
 from engine.models.worldmar_masks import (
@@ -138,6 +138,7 @@ class WorldMAR(nn.Module):
         self.decoder_norm = nn.LayerNorm(dim)
         self.diffloss = DiffLoss(self.token_dim, dim, diffloss_w, diffloss_d, num_sampling_steps)
         self.diffusion_pos_emb_learned = nn.Parameter(torch.empty(1, *self.grid, dim))
+        self._rope_cache: dict[tuple[str, int, torch.dtype], tuple[RotationTable, RotationTable]] = {}
         if self.buf_token.device.type != "meta":
             self.initialize_weights()
 
@@ -222,14 +223,33 @@ class WorldMAR(nn.Module):
         active = self.attn_dropout > 0 and (self.training or self.reference_compat)
         return AttentionDropout(self.attn_dropout, noise) if active else None
 
-    def _block_inputs(self, blocks: nn.ModuleList, frames: int, spatial: AxisMask, temporal: AxisMask,
-                      dropout: AttentionDropout | None, dtype: torch.dtype) -> BlockInputs:
-        attn = blocks[0].spatial_attn
-        s_freqs, t_freqs = attn.rotary_emb.freqs, blocks[0].temporal_attn.rotary_emb.freqs
+    def _rotations(self, blocks: nn.ModuleList, frames: int, dtype: torch.dtype) -> tuple[RotationTable, RotationTable]:
+        """(spatial, temporal) RoPE tables of a block stack, built once per stack, frame count and dtype when no
+        gradients are recorded (every MAR iteration of sampling reuses them); built afresh where they may join
+        an autograd graph and while torch.compile/export traces (its traced tensors must not be kept)."""
+        reuse = not torch.is_grad_enabled() and not torch.compiler.is_compiling()
+        key = ("encoder" if blocks is self.encoder_blocks else "decoder", frames, dtype)
+        if reuse and key in self._rope_cache:
+            return self._rope_cache[key]
+        s_freqs, t_freqs = blocks[0].spatial_attn.rotary_emb.freqs, blocks[0].temporal_attn.rotary_emb.freqs
         s_angles = axial_angles(self.grid[0] + 1, self.grid[1], s_freqs).flatten(0, 1)
         t_angles = pair_angles(torch.arange(frames, device=t_freqs.device), t_freqs)
-        return BlockInputs(rotation_table(s_angles[:, None, None], dtype),
-                           rotation_table(t_angles[:, None, None], dtype), spatial, temporal, dropout)
+        tables = (rotation_table(s_angles[:, None, None], dtype), rotation_table(t_angles[:, None, None], dtype))
+        if reuse:
+            self._rope_cache[key] = tables
+        return tables
+
+    def _block_inputs(self, blocks: nn.ModuleList, frames: int, spatial: AxisMask, temporal: AxisMask,
+                      dropout: AttentionDropout | None, dtype: torch.dtype) -> BlockInputs:
+        return BlockInputs(*self._rotations(blocks, frames, dtype), spatial, temporal, dropout)
+
+    def _apply(self, fn, recurse: bool = True):
+        self._rope_cache.clear()  # device or dtype moves recompute the tables from the float32 frequencies
+        return super()._apply(fn, recurse)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        self._rope_cache.clear()  # loaded frequencies replace the ones the tables were built from
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def _run(self, blocks: nn.ModuleList, norm: nn.LayerNorm, x: torch.Tensor,
              inputs: BlockInputs) -> torch.Tensor:

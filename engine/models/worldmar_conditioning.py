@@ -15,23 +15,12 @@ from __future__ import annotations
 import torch
 
 from engine.memory.pose import (
-    DEFAULT_IMAGE_HEIGHT,
-    DEFAULT_IMAGE_WIDTH,
-    TOKEN_COL_STRIDE,
-    TOKEN_ROW_STRIDE,
-    camera_rays,
     camera_to_world,
     plucker_from_relative,
+    token_rays,
     world_to_camera,
 )
 from engine.models.worldmar_masks import padding_mask
-
-
-def token_rays(dtype: torch.dtype = torch.float32, device: torch.device | str | None = None) -> torch.Tensor:
-    """Unit camera-space rays (9, 16, 3) at the pixels the model reads."""
-    rows = torch.arange(0, DEFAULT_IMAGE_HEIGHT, TOKEN_ROW_STRIDE, device=device)
-    cols = torch.arange(0, DEFAULT_IMAGE_WIDTH, TOKEN_COL_STRIDE, device=device)
-    return camera_rays(rows=rows, cols=cols, dtype=dtype, device=device)
 
 
 def plucker_tokens(poses: torch.Tensor, batch_nframes: torch.Tensor, reference_compat: bool) -> torch.Tensor:
@@ -40,7 +29,7 @@ def plucker_tokens(poses: torch.Tensor, batch_nframes: torch.Tensor, reference_c
     Padding frames (t >= batch_nframes[b]) get zeros whatever their pose (NaN allowed there).
     """
     b, t = poses.shape[:2]
-    rays = token_rays(poses.dtype, poses.device)
+    rays = token_rays(dtype=poses.dtype, device=poses.device)
     if reference_compat:
         relative = torch.eye(4, dtype=poses.dtype, device=poses.device).expand(b, t, 4, 4)
     else:

@@ -21,9 +21,8 @@ from dataclasses import dataclass
 
 import torch
 
-from engine.models.worldmar import WorldMAR
-from engine.models.worldmar_diffusion import GaussianDiffusion
-from engine.models.worldmar_head import DiffusionMLP
+from engine.models.worldmar import Conditioning, WorldMAR
+from engine.models.worldmar_diffusion import GaussianDiffusion, HeadNet
 from engine.models.worldmar_masks import mask_from_orders, padding_mask
 from engine.sampling.noise import NoiseSource
 
@@ -47,7 +46,13 @@ def reveal_schedule(tokens: int, mar_iters: int) -> list[tuple[int, int]]:
     return groups
 
 
-def ddim_trajectory(net: DiffusionMLP, diffusion: GaussianDiffusion, cond: torch.Tensor,
+def largest_group(tokens: int, mar_iters: int) -> int:
+    """The most tokens one iteration reveals: the row count every group is padded to where the head must
+    keep one static shape (a compiled graph, a CUDA graph, a TensorRT engine)."""
+    return max(before - after for after, before in reveal_schedule(tokens, mar_iters))
+
+
+def ddim_trajectory(net: HeadNet, diffusion: GaussianDiffusion, cond: torch.Tensor,
                     start: torch.Tensor) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """(x, clipped x0 estimate) after each DDIM step, from `start` (N, C) at the last step down to step 0."""
     x = start
@@ -59,7 +64,7 @@ def ddim_trajectory(net: DiffusionMLP, diffusion: GaussianDiffusion, cond: torch
         yield x, x_start
 
 
-def ddim_sample(net: DiffusionMLP, diffusion: GaussianDiffusion, cond: torch.Tensor,
+def ddim_sample(net: HeadNet, diffusion: GaussianDiffusion, cond: torch.Tensor,
                 start: torch.Tensor) -> torch.Tensor:
     """Tokens (N, C) sampled by DDIM from start noise (N, C), conditioned on cond (N, D)."""
     return deque(ddim_trajectory(net, diffusion, cond, start), maxlen=1).pop()[0]
@@ -94,20 +99,39 @@ class MARSampler:
         if orders is None:
             orders = self.noise.draw((b, n), device).argsort(dim=-1)
         start_noise = self.noise.draw((b, n, model.token_dim), device)
+        return self._frame(latents, actions, plucker, timestamps, batch_nframes, orders, start_noise)
+
+    def _frame(self, latents: torch.Tensor, actions: torch.Tensor, plucker: torch.Tensor, timestamps: torch.Tensor,
+               batch_nframes: torch.Tensor, orders: torch.Tensor, start_noise: torch.Tensor) -> torch.Tensor:
+        """`sample` once its random draws are made: reveal order (B, n), start noise (B, n, C)."""
+        model = self.model
+        t = latents.shape[1]
         x = model.tokens(latents).to(model.z_proj.weight.dtype)
         x[:, 0] = 0
-        cond = model.condition(actions, plucker, timestamps, batch_nframes)
+        cond = self._condition(actions, plucker, timestamps, batch_nframes)
         padding = padding_mask(batch_nframes, t)
-        dropout = model.attention_dropout(self.dropout_noise)
         target = x[:, 0].flatten(1, 2)  # view: writes land in x
         for after, before in self.schedule:
-            hidden = mask_from_orders(orders, before)
-            dec = model.masked_encoder_decoder(x, cond, hidden, None, padding, dropout)
+            conditions = self._head_conditions(x, cond, mask_from_orders(orders, before), padding)
             group = orders[:, after:before].sort(dim=-1).values
             rows = group[..., None]
-            cond_rows = model.diffusion_conditions(dec).gather(1, rows.expand(-1, -1, dec.shape[-1]))
+            cond_rows = conditions.gather(1, rows.expand(-1, -1, conditions.shape[-1]))
             start = start_noise.gather(1, rows.expand(-1, -1, model.token_dim)).to(x.dtype)
-            tokens = ddim_sample(model.diffloss.net, self.diffusion, cond_rows.flatten(0, 1),
-                                 start.flatten(0, 1))
-            target.scatter_(1, rows.expand(-1, -1, model.token_dim), tokens.view(b, -1, model.token_dim))
+            target.scatter_(1, rows.expand(-1, -1, model.token_dim), self._denoise(cond_rows, start))
         return model.latents(x[:, 0]).float()
+
+    def _condition(self, actions: torch.Tensor, plucker: torch.Tensor, timestamps: torch.Tensor,
+                   batch_nframes: torch.Tensor) -> Conditioning:
+        return self.model.condition(actions, plucker, timestamps, batch_nframes)
+
+    def _head_conditions(self, x: torch.Tensor, cond: Conditioning, hidden: torch.Tensor,
+                         padding: torch.Tensor) -> torch.Tensor:
+        """The encoder/decoder with target tokens `hidden` (B, n) -> the head's condition per token (B, n, D)."""
+        model = self.model
+        dropout = model.attention_dropout(self.dropout_noise)
+        return model.diffusion_conditions(model.masked_encoder_decoder(x, cond, hidden, None, padding, dropout))
+
+    def _denoise(self, cond: torch.Tensor, start: torch.Tensor) -> torch.Tensor:
+        """A group's tokens (B, g, C) by DDIM with the head, from start noise (B, g, C), conditions (B, g, D)."""
+        tokens = ddim_sample(self.model.diffloss.net, self.diffusion, cond.flatten(0, 1), start.flatten(0, 1))
+        return tokens.view(start.shape)

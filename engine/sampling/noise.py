@@ -13,6 +13,13 @@ class NoiseSource(Protocol):
         ...
 
 
+class ResettableNoise(NoiseSource, Protocol):
+    """The noise of a world's session: `reset` restarts the stream, so a reset world replays its frames."""
+
+    def reset(self) -> None:
+        ...
+
+
 class SeededNoise:
     """Draws from a seeded torch.Generator on the target device (no host round trip)."""
 

@@ -12,7 +12,8 @@ The session starts from frames of the real emulator (`ale_env`: DIAMOND's prepro
 script, which starts the world model from segments the agent collected in the real game; the reward/end
 model is burnt in on that segment. The `cached` sampler calls the denoiser through `PlayDenoiser` (the
 preconditioning and conditioning work that repeats every tick done once, channels-last convolutions);
-`reference` calls `Denoiser.denoise` through `sample_reference`, as the original does. With `options.extra["agent"]` the actor-critic picks every action from
+`reference` calls `Denoiser.denoise` through `sample_reference`, as the original does. The cached tick runs
+the denoiser, the reward/end model and the actor-critic through the session's backend (`--backend`). With `options.extra["agent"]` the actor-critic picks every action from
 the newest frame (LSTM state from zero at reset), as in the play script's policy mode. Random outcomes
 (reward, end, policy) use their own seeded generators, so switching the agent on leaves the world's
 noise stream as it was.
@@ -30,7 +31,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from engine.actions.atari import action_index, env_id, minimal_action_names, one_hot
 from engine.actions.atari import num_actions as game_num_actions
+from engine.backends.base import Backend
+from engine.backends.choose import session_backend
 from engine.backends.device import dtype_name
+from engine.backends.diamond_units import ActorCriticStep, RewEndStep
 from engine.checkpoints.resolve import resolve_checkpoint_files
 from engine.errors import CheckpointError, ConfigError
 from engine.models.diamond_agent import (
@@ -44,7 +48,7 @@ from engine.models.diamond_agent import (
 from engine.models.diamond_denoiser import Denoiser, DenoiserConfig
 from engine.models.diamond_play import play_sampler
 from engine.sampling.edm import EdmSamplerConfig, sample_reference
-from engine.sampling.noise import NoiseSource, SeededNoise
+from engine.sampling.noise import ResettableNoise, SeededNoise
 from engine.worlds.ale_env import (
     AtariEnv,
     AtariEnvSettings,
@@ -114,8 +118,9 @@ class AtariSession:
 
     def __init__(self, cfg: DictConfig, networks: Mapping[str, torch.nn.Module], spawn_frames: torch.Tensor,
                  spawn_actions: torch.Tensor, *, sampler: str = "cached", steps: int | None = None, seed: int = 0,
-                 agent: bool = False, noise: NoiseSource | None = None,
-                 checkpoint_files: dict[str, Path] | None = None, spawn_info: dict | None = None) -> None:
+                 agent: bool = False, noise: ResettableNoise | None = None,
+                 checkpoint_files: dict[str, Path] | None = None, spawn_info: dict | None = None,
+                 backend: Backend | None = None) -> None:
         if sampler not in SAMPLERS:
             raise ConfigError(f"sampler '{sampler}' is not one of {', '.join(SAMPLERS)}")
         self.denoiser: Denoiser = networks["denoiser"]
@@ -154,7 +159,14 @@ class AtariSession:
         self.noise = noise or SeededNoise(seed, self.device)
         self._outcome_rng = torch.Generator(device=self.device)
         self._policy_rng = torch.Generator(device=self.device)
-        self._fast_sampler, self._play = play_sampler(self.denoiser, self.settings, self.device)
+        # The cached tick runs its network calls through the backend; the reference tick is the plain algorithm.
+        self.backend = backend or Backend(self.device, self.dtype)
+        self._fast_sampler, self._play = play_sampler(self.denoiser, self.settings, self.device, self.backend,
+                                                      "denoiser", self.frame_size)
+        self._rew_end = self.backend.compile_step(RewEndStep(self.rew_end_model), self._rew_end_example(),
+                                                  "rew_end_model")
+        self._policy = (self.backend.compile_step(ActorCriticStep(self.actor_critic), self._policy_example(),
+                                                  "actor_critic") if agent else None)
         self._spawn_frames = spawn_frames.to(self.device, torch.float32)
         self._spawn_actions = spawn_actions.to(self.device, torch.int64)
         t, (h, w) = self.context, self.frame_size
@@ -162,20 +174,39 @@ class AtariSession:
         self._act_ring = Ring((), t, self.device, torch.int64)
         self.reset()
 
+    def _rew_end_example(self) -> tuple[torch.Tensor, ...]:
+        """Inputs of one reward/end step: obs, act, next_obs (one frame each), LSTM hx, cx."""
+        frame = torch.zeros((1, 1, 3, *self.frame_size), device=self.device, dtype=self.dtype)
+        state = torch.zeros((1, 1, self.rew_end_model.cfg.lstm_dim), device=self.device, dtype=self.dtype)
+        act = torch.zeros((1, 1), dtype=torch.int64, device=self.device)
+        return frame, act, frame.clone(), state, state.clone()
+
+    def _policy_state(self) -> list[torch.Tensor]:
+        """The actor-critic's LSTM hx, cx at the start of an episode: zeros."""
+        lstm_dim = self.actor_critic.cfg.lstm_dim
+        return [torch.zeros((1, lstm_dim), device=self.device, dtype=self.dtype) for _ in range(2)]
+
+    def _policy_example(self) -> tuple[torch.Tensor, ...]:
+        """Inputs of one actor-critic step: the newest frame, LSTM hx, cx."""
+        return torch.zeros((1, 3, *self.frame_size), device=self.device, dtype=self.dtype), *self._policy_state()
+
+    def warm_up(self) -> None:
+        """Compile/capture the backend's calls now, under a progress bar, before the first tick."""
+        self.backend.warm_up()
+
     # -- state -------------------------------------------------------------------------------------------
 
     @torch.no_grad()
     def reset(self) -> None:
         t = self.context
-        if hasattr(self.noise, "reset"):
-            self.noise.reset()
+        self.noise.reset()
         self._outcome_rng.manual_seed(stream_seed(self.seed, OUTCOME_STREAM))
         self._policy_rng.manual_seed(stream_seed(self.seed, POLICY_STREAM))
         frames, actions = self._spawn_frames, self._spawn_actions
         self._obs_ring.fill(frames[-t:][None])
         self._act_ring.fill(actions[-t:][None])
         self.rew_end_state = self._burn_in(frames, actions)
-        self.agent_state: LSTMState | None = None
+        self.agent_state = self._policy_state()
         self.last_action = torch.zeros(self.action_dim, device=self.device)
         self.reward = torch.zeros(1, dtype=torch.int64, device=self.device)
         self.end = torch.zeros(1, dtype=torch.int64, device=self.device)
@@ -229,8 +260,7 @@ class AtariSession:
                 raise ConfigError(f"world '{self.world}' ({self.game}) takes one-hot actions of size "
                                   f"{self.action_dim}, got shape {tuple(action.shape)}")
             return action_index(action.to(self.device))
-        logits, value, self.agent_state = self.actor_critic.predict_act_value(
-            self.newest_frame().to(self.dtype), self.agent_state)
+        logits, value, *self.agent_state = self._policy(self.newest_frame().to(self.dtype), *self.agent_state)
         self.value = value.float()
         return policy_action(logits.float(), self._policy_rng)
 
@@ -257,8 +287,8 @@ class AtariSession:
     def _predict_outcome(self, obs: torch.Tensor, act: torch.Tensor, next_obs: torch.Tensor) -> None:
         """Reward in {-1, 0, 1} and end flag sampled from the reward/end model, whose LSTM state moves on."""
         dt = self.dtype
-        logits_rew, logits_end, self.rew_end_state = self.rew_end_model.predict_rew_end(
-            obs.to(dt), act, next_obs[:, None].to(dt), self.rew_end_state)
+        logits_rew, logits_end, *self.rew_end_state = self._rew_end(obs.to(dt), act, next_obs[:, None].to(dt),
+                                                                    *self.rew_end_state)
         self.reward = policy_action(logits_rew[:, -1].float(), self._outcome_rng) - 1
         self.end = policy_action(logits_end[:, -1].float(), self._outcome_rng)
         self.end_probability = logits_end[:, -1].float().softmax(-1)[:, 1]
@@ -283,7 +313,7 @@ class AtariSession:
             "sigma_max": s.sigma_max, "rho": s.rho, "order": s.order, "s_churn": s.s_churn,
             "num_steps_conditioning": self.context, "action_names": list(self.action_names), "agent": self.agent,
             "spawn": self.spawn_info, "device": str(self.device), "dtype": dtype_name(self.dtype),
-            "backend": "eager",
+            "backend": self.backend.label,
         }
 
 
@@ -395,7 +425,12 @@ def open_world(cfg: DictConfig, networks: dict, options: SessionOptions) -> Atar
                           f"not from a prompt file: drop --prompt {options.prompt}")
     check_official_configs(cfg, options.allow_download)
     segment, info = collect_spawn(cfg, networks, options.seed)
-    return AtariSession(cfg, networks, to_model_frames(segment.frames), torch.from_numpy(segment.actions),
-                        sampler=options.sampler, steps=options.steps, seed=options.seed,
-                        agent=bool(options.extra.get("agent")), checkpoint_files=options.checkpoint_files,
-                        spawn_info=info)
+    param = networks["denoiser"].inner_model.conv_in.weight
+    backend = session_backend(str(options.extra.get("backend", "eager")), param.device, param.dtype, str(cfg.name),
+                              options.checkpoint_files)
+    session = AtariSession(cfg, networks, to_model_frames(segment.frames), torch.from_numpy(segment.actions),
+                           sampler=options.sampler, steps=options.steps, seed=options.seed,
+                           agent=bool(options.extra.get("agent")), checkpoint_files=options.checkpoint_files,
+                           spawn_info=info, backend=backend)
+    session.warm_up()
+    return session

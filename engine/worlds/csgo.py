@@ -8,7 +8,8 @@ EDM samplers whose settings come in two named presets, DIAMOND's `fast` (default
 Samplers (`--sampler`): `cached` runs `PlayDenoiser` (the work that repeats every tick done once, see
 `engine/models/diamond_play.py`) on preallocated double-length ring buffers (every conditioning window is a
 view, nothing is rolled); `reference` is the plain algorithm step for step: `sample_reference`, `torch.cat` and
-three `roll`s per tick, as the reference's WorldModelEnv does.
+three `roll`s per tick, as the reference's WorldModelEnv does. The cached tick calls its networks through the
+session's backend (`--backend`, see `play_sampler`); the reference tick is always the plain algorithm.
 """
 
 from __future__ import annotations
@@ -22,13 +23,15 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 
+from engine.backends.base import Backend
+from engine.backends.choose import session_backend
 from engine.backends.device import dtype_name
 from engine.errors import ConfigError
 from engine.models.diamond_denoiser import Denoiser, DenoiserConfig
 from engine.models.diamond_play import play_sampler
 from engine.models.diamond_unet import InnerModelConfig
 from engine.sampling.edm import DenoiseFn, EdmSamplerConfig, sample_reference
-from engine.sampling.noise import NoiseSource, SeededNoise
+from engine.sampling.noise import NoiseSource, ResettableNoise, SeededNoise
 from engine.worlds.csgo_spawn import SpawnPoint, load_spawn_point, resolve_spawn_root, spawn_point_dirs
 from engine.worlds.ring import Ring
 from engine.worlds.session import SessionOptions
@@ -130,13 +133,14 @@ class PlayTick:
 
     def __init__(self, denoiser: Denoiser, upsampler: Denoiser, next_cfg: EdmSamplerConfig,
                  up_cfg: EdmSamplerConfig, frames: int, low_size: tuple[int, int], num_actions: int,
-                 device: torch.device) -> None:
+                 device: torch.device, backend: Backend | None = None) -> None:
         self.t_next = denoiser.cfg.inner_model.num_steps_conditioning
         self.t_up = upsampler.cfg.inner_model.num_steps_conditioning
         self.factor = upsampler.cfg.upsampling_factor
-        self.next_sampler, self.next_denoiser = play_sampler(denoiser, next_cfg, device)
-        self.up_sampler, self.up_denoiser = play_sampler(upsampler, up_cfg, device)
         h, w = low_size
+        self.next_sampler, self.next_denoiser = play_sampler(denoiser, next_cfg, device, backend, "denoiser", (h, w))
+        self.up_sampler, self.up_denoiser = play_sampler(upsampler, up_cfg, device, backend, "upsampler",
+                                                         (h * self.factor, w * self.factor))
         full = (3, h * self.factor, w * self.factor)
         self.low, self.full = Ring((3, h, w), frames, device), Ring(full, frames, device)
         self.act = Ring((num_actions,), frames, device)
@@ -171,8 +175,8 @@ class CsgoSession:
     reference's play loop does); `step` takes the 51-dim action of the tick."""
 
     def __init__(self, cfg: DictConfig, denoiser: Denoiser, upsampler: Denoiser, spawn_dirs: list[Path], *,
-                 sampler: str = "cached", steps: int | None = None, seed: int = 0, noise: NoiseSource | None = None,
-                 checkpoint_files: dict[str, Path] | None = None) -> None:
+                 sampler: str = "cached", steps: int | None = None, seed: int = 0, noise: ResettableNoise | None = None,
+                 checkpoint_files: dict[str, Path] | None = None, backend: Backend | None = None) -> None:
         if sampler not in TICKS:
             raise ConfigError(f"world '{cfg.name}': sampler '{sampler}' is not one of {', '.join(TICKS)}")
         param = denoiser.inner_model.conv_in.weight
@@ -201,13 +205,19 @@ class CsgoSession:
         self.spawn_dirs = spawn_dirs
         self._spawn_cursor = -1
         self.spawn: SpawnPoint | None = None
+        # The cached tick runs its denoiser calls through the backend; the reference tick is the plain algorithm.
+        self.backend = backend or Backend(self.device, self.dtype)
         if sampler == "cached":
             self.tick = PlayTick(denoiser, upsampler, self.next_cfg, self.up_cfg, self.frames, self.low_size,
-                                 self.action_dim, self.device)
+                                 self.action_dim, self.device, self.backend)
         else:
             self.tick = ReferenceTick(denoiser, upsampler, self.next_cfg, self.up_cfg, self.frames)
         self.last_action = torch.zeros(self.action_dim)
         self._index = 0
+
+    def warm_up(self) -> None:
+        """Compile/capture the backend's calls now, under a progress bar, before the first tick."""
+        self.backend.warm_up()
 
     def load_spawn(self, path: Path) -> SpawnPoint:
         return load_spawn_point(path, self.frames, self.low_size, self.factor, self.action_dim)
@@ -217,8 +227,7 @@ class CsgoSession:
         """Start from the next spawn point (the first one on the first call); the noise stream restarts."""
         self._spawn_cursor = (self._spawn_cursor + 1) % len(self.spawn_dirs)
         self.spawn = self.load_spawn(self.spawn_dirs[self._spawn_cursor])
-        if hasattr(self.noise, "reset"):
-            self.noise.reset()
+        self.noise.reset()
         to = dict(device=self.device)
         self.tick.reset(to_unit(self.spawn.low_res.to(**to))[None], to_unit(self.spawn.full_res.to(**to))[None],
                         self.spawn.act.to(**to)[None])
@@ -256,15 +265,19 @@ class CsgoSession:
             "world": self.world, "family": "csgo", "seed": self.seed, "sampler": self.sampler_kind,
             "preset": self.preset, "steps": self.steps, "spawn": self.spawn.name if self.spawn else None,
             "next_obs_sampler": self.next_cfg.__dict__, "upsampling_sampler": self.up_cfg.__dict__,
-            "device": str(self.device), "dtype": dtype_name(self.dtype), "backend": "eager",
+            "device": str(self.device), "dtype": dtype_name(self.dtype), "backend": self.backend.label,
         }
 
 
 def open_world(cfg: DictConfig, networks: dict, options: SessionOptions) -> CsgoSession:
     """A CS:GO session at the first spawn point of the world's spawn folder (or `options.prompt`)."""
     root = resolve_spawn_root(cfg, options.prompt, allow_download=options.allow_download)
+    param = networks["denoiser"].inner_model.conv_in.weight
+    backend = session_backend(str(options.extra.get("backend", "eager")), param.device, param.dtype, str(cfg.name),
+                              options.checkpoint_files)
     session = CsgoSession(cfg, networks["denoiser"], networks["upsampler"], spawn_point_dirs(root),
                           sampler=options.sampler, steps=options.steps, seed=options.seed,
-                          checkpoint_files=options.checkpoint_files)
+                          checkpoint_files=options.checkpoint_files, backend=backend)
+    session.warm_up()
     session.reset()
     return session

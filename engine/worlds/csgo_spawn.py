@@ -9,7 +9,6 @@ project's `checkpoints/<world>/`, the Hugging Face cache, then a download of the
 
 from __future__ import annotations
 
-import os
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +20,7 @@ from omegaconf import DictConfig
 
 from engine.checkpoints.download import DEFAULT_REVISION, hub_cli, hub_offline
 from engine.checkpoints.resolve import is_user_path, local_checkpoint_dir
-from engine.errors import ConfigError
+from engine.errors import ConfigError, display_path, first_line
 
 SPAWN_FILES = ("low_res.npy", "full_res.npy", "act.npy", "next_act.npy")
 SPAWN_PATTERN = "<dir>/{" + ",".join(name.removesuffix(".npy") for name in SPAWN_FILES) + "}.npy"
@@ -75,13 +74,13 @@ def resolve_spawn_root(cfg: DictConfig, explicit: str | Path | None = None, proj
         try:
             found = hub_spawn_dir(repo, revision, entry, local_files_only=False)
         except Exception as exc:  # the hub client's errors vary with huggingface_hub versions
-            found, reason = None, f"download failed: {_first_line(exc)}"
+            found, reason = None, f"download failed: {first_line(exc)}"
         if found is not None:
             return found
         reason = reason or f"repo {repo} has no spawn points under {entry}/"
     raise ConfigError(f"missing spawn points {entry}/{SPAWN_PATTERN} for world '{cfg.name}' ({reason}): "
                       + (f"download them with: {_download_command(repo, entry, local_dir, revision)} "
-                         if repo else f"put them in {_display(local_dir / entry)} ")
+                         if repo else f"put them in {display_path(local_dir / entry)} ")
                       + "(or pass --prompt DIR)")
 
 
@@ -118,7 +117,7 @@ def load_spawn_point(path: Path, frames: int, low_size: tuple[int, int], factor:
         try:
             array = np.load(path / name, allow_pickle=False)
         except (OSError, ValueError) as exc:
-            raise ConfigError(f"spawn point file {path / name} is not a readable .npy array ({_first_line(exc)})") \
+            raise ConfigError(f"spawn point file {path / name} is not a readable .npy array ({first_line(exc)})") \
                 from None
         if array.ndim != len(shape) or any(want not in (None, got) for want, got in zip(shape, array.shape,
                                                                                            strict=True)):
@@ -137,14 +136,6 @@ def _download_command(repo: str, entry: str, local_dir: Path, revision: str) -> 
     words = [hub_cli(), "download", repo, "--include", f"{entry}/*"]
     if revision != DEFAULT_REVISION:
         words += ["--revision", revision]
-    return shlex.join([*words, "--local-dir", _display(local_dir)])
+    return shlex.join([*words, "--local-dir", display_path(local_dir)])
 
 
-def _display(path: Path) -> str:
-    path = Path(path).absolute()
-    return os.path.relpath(path) if path.is_relative_to(Path.cwd()) else str(path)
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return lines[0] if lines else type(exc).__name__

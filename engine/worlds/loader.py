@@ -15,7 +15,6 @@ from engine.backends.device import resolve_device, resolve_dtype
 from engine.checkpoints.loading import load_into
 from engine.checkpoints.resolve import resolve_checkpoint_files
 from engine.checkpoints.verify import checkpoint_prefix
-from engine.errors import ConfigError
 from engine.worlds.config import load_world_config
 from engine.worlds.families import family_module
 from engine.worlds.networks import build_networks
@@ -53,10 +52,6 @@ def open_session(world: str | Path, *, device: str = "auto", dtype: str | None =
     """A session of any family, reset to its prompt/spawn frames, ready for `step`."""
     cfg = load_world_config(world, overrides)
     family = family_module(cfg.family)
-    backend = str((extra or {}).get("backend", "auto"))
-    if backend not in ("auto", *getattr(family, "BACKENDS", ("eager",))):
-        raise ConfigError(f"--backend {backend}: world '{cfg.name}' ({cfg.family} family) runs its networks eagerly "
-                          "for now; use --backend eager or auto")
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
     files = resolve_checkpoint_files(cfg, explicit=checkpoints, allow_download=allow_download)

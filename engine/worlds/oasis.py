@@ -13,7 +13,7 @@ import torch
 from omegaconf import DictConfig
 
 from engine.backends.base import Backend
-from engine.backends.choose import make_backend
+from engine.backends.choose import session_backend
 from engine.backends.device import dtype_name
 from engine.backends.oasis_sampler import BackendDiffusionForcing
 from engine.models.oasis_dit import OasisDiT
@@ -23,7 +23,7 @@ from engine.sampling.diffusion_forcing import (
     DiffusionForcingSettings,
     ReferenceDiffusionForcing,
 )
-from engine.sampling.noise import NoiseSource, SeededNoise
+from engine.sampling.noise import ResettableNoise, SeededNoise
 from engine.worlds.prompt import load_prompt_frames
 from engine.worlds.session import SessionOptions
 from engine.worlds.spawn import resolve_prompt_file
@@ -31,7 +31,6 @@ from engine.worlds.timing import StageTimer
 
 SAMPLERS = {"cached": CachedDiffusionForcing, "reference": ReferenceDiffusionForcing}
 NETWORKS = {"dit": OasisDiT, "vae": OasisVAE}
-BACKENDS = ("eager", "compile", "trt")
 
 
 def sampler_settings(cfg: DictConfig, steps: int | None = None) -> DiffusionForcingSettings:
@@ -46,7 +45,7 @@ class OasisSession:
     """One player in an Oasis world. `reset` takes prompt frames, `step` returns the next RGB frame."""
 
     def __init__(self, cfg: DictConfig, dit: OasisDiT, vae: OasisVAE, *, sampler: str = "cached",
-                 steps: int | None = None, seed: int = 0, noise: NoiseSource | None = None,
+                 steps: int | None = None, seed: int = 0, noise: ResettableNoise | None = None,
                  checkpoint_files: dict[str, Path] | None = None, backend: Backend | None = None) -> None:
         param = dit.x_embedder.proj.weight
         self.cfg = cfg
@@ -108,8 +107,7 @@ class OasisSession:
             self._prompt = (self.encode(prompt_frames), actions)
         if self._prompt is None:
             raise RuntimeError("reset() needs prompt frames the first time")
-        if hasattr(self.noise, "reset"):
-            self.noise.reset()
+        self.noise.reset()
         self.sampler.reset(*self._prompt)
 
     @property
@@ -154,10 +152,8 @@ def open_world(cfg: DictConfig, networks: dict, options: SessionOptions) -> Oasi
     prompt_path = resolve_prompt_file(cfg, options.prompt, allow_download=options.allow_download)
     dit = networks["dit"]
     param = dit.x_embedder.proj.weight
-    backend = make_backend(str(options.extra.get("backend", "eager")), param.device, param.dtype, world=str(cfg.name),
-                           checkpoint_files=options.checkpoint_files)
-    if backend.name != "eager" or backend.reason:
-        print(backend.describe())
+    backend = session_backend(str(options.extra.get("backend", "eager")), param.device, param.dtype, str(cfg.name),
+                              options.checkpoint_files)
     session = OasisSession(cfg, dit, networks["vae"], sampler=options.sampler, steps=options.steps,
                            seed=options.seed, checkpoint_files=options.checkpoint_files, backend=backend)
     session.warm_up()

@@ -10,6 +10,8 @@ Tick stages (all on the device):
    and padded, with timestamps and Plücker maps as the model was trained with;
 3. `sample`: WorldMAR's masked autoregressive sampler generates the next frame's VAE latents;
 4. `decode`: the Oasis VAE decoder turns them into an RGB frame;
+   with `--backend compile|trt` both run as static-shape calls through the backend
+   (engine/backends/mar_sampler.py; `build_trt.py --world minecraft-mar` exports the same units);
 5. `store`: latent, pose, action and frame number go into the memory bank (engine.memory.bank).
 
 Actions: the engine's 25-dim VPT vector (the keymap's, with 0.5° camera bins) is what the player
@@ -29,7 +31,10 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from engine.actions.vpt import ACTION_KEYS, CAMERA_CENTER_BIN
+from engine.backends.base import Backend
+from engine.backends.choose import session_backend
 from engine.backends.device import dtype_name
+from engine.backends.mar_sampler import BackendMARSampler
 from engine.checkpoints.loading import load_into
 from engine.errors import CheckpointError, ConfigError
 from engine.memory.bank import BankSettings, MemoryBank
@@ -100,7 +105,7 @@ class WorldMARSession:
     """One player in a WorldMAR world; `step` runs the five stages of the module docstring."""
 
     def __init__(self, cfg: DictConfig, model: WorldMAR, vae: OasisVAE, *, steps: int | None = None, seed: int = 0,
-                 checkpoint_files: dict[str, Path] | None = None) -> None:
+                 checkpoint_files: dict[str, Path] | None = None, backend: Backend | None = None) -> None:
         param = model.z_proj.weight
         self.cfg = cfg
         self.world = str(cfg.name)
@@ -117,7 +122,16 @@ class WorldMARSession:
                                     diffusion_steps=None if diffusion_steps is None else str(diffusion_steps))
         self.noise = SeededNoise(seed, self.device)
         self.dropout_noise = SeededNoise(seed + 1, self.device)
-        self.sampler = MARSampler(model, self.settings, self.noise, self.dropout_noise)
+        # Eager keeps the plain MARSampler; any other backend runs the frame's static-shape units
+        # (engine/backends/mar_sampler.py) and the VAE decoder through it, as the Oasis world does.
+        self.backend = backend or Backend(self.device, self.dtype)
+        fast = self.backend.name != "eager"
+        if fast:
+            self.sampler = BackendMARSampler(model, self.settings, self.noise, self.backend)
+        else:
+            self.sampler = MARSampler(model, self.settings, self.noise, self.dropout_noise)
+        tokens = torch.zeros((1, vae.grid[0] * vae.grid[1], vae.latent_dim), device=self.device, dtype=self.dtype)
+        self._decode_latents = self.backend.compile_step(vae.decode, (tokens,), "vae_decoder") if fast else vae.decode
         self.steps = self.sampler.diffusion.num_timesteps
         self.action_dim = len(ACTION_KEYS)
         self.last_action = torch.zeros(self.action_dim)
@@ -167,8 +181,12 @@ class WorldMARSession:
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Raw latents (1, H'*W', C) -> uint8 RGB frame (H, W, 3) on the device."""
-        image = (self.vae.decode(latents.to(self.dtype)).float() + 1) / 2
+        image = (self._decode_latents(latents.to(self.dtype).contiguous()).float() + 1) / 2
         return (image.clamp(0, 1) * 255).to(torch.uint8)[0].permute(1, 2, 0)
+
+    def warm_up(self) -> None:
+        """Compile/capture the backend's calls now, under a progress bar, before the first tick."""
+        self.backend.warm_up()
 
     @torch.no_grad()
     def reset(self, prompt_frames: torch.Tensor | None = None) -> None:
@@ -269,15 +287,32 @@ class WorldMARSession:
             "world": self.world, "family": "worldmar", "seed": self.seed, "sampler": "mar",
             "mar_iters": self.settings.mar_iters, "steps": self.steps, "diffusion_steps": self.settings.diffusion_steps,
             "reference_compat": self.model.reference_compat, "memory": self.memory,
-            "device": str(self.device), "dtype": dtype_name(self.dtype), "backend": "eager",
+            "device": str(self.device), "dtype": dtype_name(self.dtype),
+            "backend": self.backend.label,
         }
+
+
+def world_backend(cfg: DictConfig, model: WorldMAR, name: str, checkpoint_files: dict[str, Path]) -> Backend:
+    """The backend the session asked for; `auto` runs eagerly a model that samples with attention dropout
+    (no other backend can), while asking for another backend by name is refused by the sampler."""
+    param = model.z_proj.weight
+    if name == "auto" and model.attention_dropout() is not None:
+        backend = Backend(param.device, param.dtype, reason=f"auto: attention dropout at sampling "
+                          f"(networks.worldmar.attn_dropout={model.attn_dropout:g}, reference_compat) runs eagerly")
+        print(backend.describe())
+        return backend
+    return session_backend(name, param.device, param.dtype, str(cfg.name), checkpoint_files)
 
 
 def open_world(cfg: DictConfig, networks: dict, options: SessionOptions) -> WorldMARSession:
     """A WorldMAR session reset to the world's prompt frames (or `options.prompt`)."""
     prompt_path = resolve_prompt_file(cfg, options.prompt, allow_download=options.allow_download)
-    session = WorldMARSession(cfg, networks["worldmar"], networks["vae"], steps=options.steps, seed=options.seed,
-                              checkpoint_files=options.checkpoint_files)
+    model = networks["worldmar"]
+    session = WorldMARSession(cfg, model, networks["vae"], steps=options.steps, seed=options.seed,
+                              checkpoint_files=options.checkpoint_files,
+                              backend=world_backend(cfg, model, str(options.extra.get("backend", "eager")),
+                                                    options.checkpoint_files))
+    session.warm_up()
     height, width = session.frame_size
     frames = load_prompt_frames(prompt_path, int(cfg.get("prompt", {}).get("frames", 1)), height, width)
     session.reset(frames)
