@@ -8,7 +8,7 @@ import sys
 
 import torch
 
-from bench import diamond, kernels, minecraft, retrieval
+from bench import diamond, kernels, minecraft, retrieval, worldmar
 from engine.backends.choose import BACKENDS
 from engine.backends.device import resolve_device, resolve_dtype
 from engine.errors import EngineError
@@ -35,13 +35,18 @@ def run_atari(args: argparse.Namespace, device: torch.device, dtype: torch.dtype
                              backend=args.backend)
 
 
+def run_worldmar(args: argparse.Namespace, device: torch.device, dtype: torch.dtype) -> dict:
+    return worldmar.run(device, dtype, size=args.size or ("full" if device.type == "cuda" else "medium"),
+                        ticks=args.ticks or (10 if device.type == "cuda" else 3), backend=args.backend)
+
+
 def run_kernels(args: argparse.Namespace, device: torch.device, dtype: torch.dtype) -> dict:
     return kernels.run(device, dtype)
 
 
 BENCHES = {"minecraft": (run_minecraft, minecraft.print_table), "retrieval": (run_retrieval, retrieval.print_table),
            "atari": (run_atari, diamond.print_table), "csgo": (run_csgo, diamond.print_table),
-           "kernels": (run_kernels, kernels.print_table)}
+           "minecraft-mar": (run_worldmar, worldmar.print_table), "kernels": (run_kernels, kernels.print_table)}
 
 
 def main(argv: list[str] | None = None) -> int:
