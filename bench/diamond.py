@@ -41,6 +41,7 @@ from engine.worlds.config import load_world_config
 from engine.worlds.csgo import PlayTick, ReferenceTick, preset_settings, to_uint8
 from engine.worlds.networks import build_networks
 from engine.worlds.ring import Ring
+from engine.worlds.timing import StageTimer
 
 # eloialonso/diamond main branch, config/agent/default.yaml (env size 64) and config/trainer.yaml's sampler.
 ATARI_IMAGE = 64
@@ -79,14 +80,17 @@ def random_frames(shape: tuple[int, ...], seed: int, device: torch.device) -> to
     return frames.div(255).mul(2).sub(1).to(device)
 
 
-def time_interleaved(loops: dict[str, Callable[[int], torch.Tensor]], ticks: int, warmup: int,
-                     device: torch.device) -> dict[str, tuple[list[float], list[torch.Tensor]]]:
+def time_interleaved(loops: dict[str, Callable[[int], torch.Tensor]], ticks: int, warmup: int, device: torch.device,
+                     timers: dict[str, StageTimer] | None = None
+                     ) -> dict[str, tuple[list[float], list[torch.Tensor], list[dict[str, float]]]]:
     """Warm each loop up, then time tick j of every loop before tick j + 1 of any, alternating which goes first,
-    so that drifting machine speed (shared cores) hits all loops alike."""
+    so that drifting machine speed (shared cores) hits all loops alike. Per loop: tick times (ms), frames and,
+    for loops with a timer in `timers`, each tick's stage times."""
+    timers = timers or {}
     for j in range(warmup):
         for step in loops.values():
             step(j)
-    results = {name: ([], []) for name in loops}
+    results = {name: ([], [], []) for name in loops}
     names = list(loops)
     for j in range(warmup, warmup + ticks):
         for name in names if j % 2 == 0 else names[::-1]:
@@ -96,7 +100,14 @@ def time_interleaved(loops: dict[str, Callable[[int], torch.Tensor]], ticks: int
             sync(device)
             results[name][0].append((time.perf_counter() - start) * 1000)
             results[name][1].append(frame)
+            if name in timers:
+                results[name][2].append(timers[name].milliseconds())
     return results
+
+
+def median_stages(stages: list[dict[str, float]]) -> dict[str, float]:
+    """Median ms of each stage over the timed ticks."""
+    return {name: round(statistics.median(tick[name] for tick in stages), 1) for name in stages[0]} if stages else {}
 
 
 def frame_differences(expected: list[torch.Tensor], got: list[torch.Tensor]) -> dict:
@@ -108,18 +119,20 @@ def frame_differences(expected: list[torch.Tensor], got: list[torch.Tensor]) -> 
 def compare(results: dict, ticks: int, warmup: int, backend: Backend) -> dict:
     """The reference against our eager play loop and, with another backend, the play loop through it."""
     ref_ms, fast_ms = statistics.median(results["reference"][0]), statistics.median(results["play"][0])
+    stages = {name: median_stages(result[2]) for name, result in results.items()}
     figures = {
         "ticks": ticks, "warmup": warmup, "reference_ms": round(ref_ms, 1), "play_ms": round(fast_ms, 1),
         "reference_ms_all": [round(t, 1) for t in results["reference"][0]],
         "play_ms_all": [round(t, 1) for t in results["play"][0]],
+        "reference_fps": round(1000 / ref_ms, 2), "play_fps": round(1000 / fast_ms, 2),
         "speedup": round(ref_ms / fast_ms, 2), **frame_differences(results["reference"][1], results["play"][1]),
-        "backend": backend.label,
+        "backend": backend.label, "stages_ms": {"reference": stages["reference"], "play": stages["play"]},
     }
     if backend.name != "eager":
-        times, frames = results[BACKEND_LOOP]
+        times, frames, _ = results[BACKEND_LOOP]
         backend_ms = statistics.median(times)
-        figures["play_backend"] = {"ms": round(backend_ms, 1), "ms_all": [round(t, 1) for t in times],
-                                   "speedup": round(ref_ms / backend_ms, 2),
+        figures["play_backend"] = {"ms": round(backend_ms, 1), "fps": round(1000 / backend_ms, 2), "ms_all": [round(t, 1) for t in times],
+                                   "speedup": round(ref_ms / backend_ms, 2), "stages_ms": stages[BACKEND_LOOP],
                                    **frame_differences(results["reference"][1], frames)}
     return figures
 
@@ -174,7 +187,8 @@ def run_csgo(device: torch.device, dtype: torch.dtype, preset: str = "fast", tic
     def loop(name: str, tick) -> Callable[[int], torch.Tensor]:
         return lambda j: to_uint8(tick.step(actions[frames + j], noises[name])[1][0])
 
-    results = time_interleaved({name: loop(name, tick) for name, tick in loops.items()}, ticks, warmup, device)
+    results = time_interleaved({name: loop(name, tick) for name, tick in loops.items()}, ticks, warmup, device,
+                               {name: tick.timer for name, tick in loops.items()})
     play = loops["play"]
     return {"bench": "csgo", "device": device_name(device), "dtype": dtype_name(dtype), "preset": preset,
             "low_res": list(low_size), "full_res": [height, width],
@@ -191,6 +205,7 @@ class AtariReferenceTick:
 
     def __init__(self, denoiser: Denoiser, rew_end: RewEndModel, actor_critic: ActorCritic) -> None:
         self.denoiser, self.rew_end, self.actor_critic = denoiser, rew_end, actor_critic
+        self.timer = StageTimer(denoiser.inner_model.conv_in.weight.device)
 
     def reset(self, obs: torch.Tensor, act: torch.Tensor) -> None:
         self.obs_buffer, self.act_buffer = obs.clone(), act.clone()
@@ -199,16 +214,20 @@ class AtariReferenceTick:
 
     def step(self, act: torch.Tensor, noise: NoiseSource) -> torch.Tensor:
         self.act_buffer[:, -1] = act
-        next_obs, _ = sample_reference(self.denoiser.denoise, self.obs_buffer, self.act_buffer, ATARI_SAMPLER, noise)
-        logits_rew, logits_end, self.hx_cx = self.rew_end.predict_rew_end(
-            self.obs_buffer[:, -1:], self.act_buffer[:, -1:], next_obs[:, None], self.hx_cx)
-        self.reward = Categorical(logits=logits_rew).sample().squeeze(1) - 1.0
-        self.end = Categorical(logits=logits_end).sample().squeeze(1)
+        with self.timer.stage("sample"):
+            next_obs, _ = sample_reference(self.denoiser.denoise, self.obs_buffer, self.act_buffer, ATARI_SAMPLER,
+                                           noise)
+        with self.timer.stage("reward"):
+            logits_rew, logits_end, self.hx_cx = self.rew_end.predict_rew_end(
+                self.obs_buffer[:, -1:], self.act_buffer[:, -1:], next_obs[:, None], self.hx_cx)
+            self.reward = Categorical(logits=logits_rew).sample().squeeze(1) - 1.0
+            self.end = Categorical(logits=logits_end).sample().squeeze(1)
         self.obs_buffer = self.obs_buffer.roll(-1, dims=1)
         self.act_buffer = self.act_buffer.roll(-1, dims=1)
         self.obs_buffer[:, -1] = next_obs
-        logits_act, _, self.ac_state = self.actor_critic.predict_act_value(next_obs, self.ac_state)
-        self.policy = Categorical(logits=logits_act).sample()
+        with self.timer.stage("policy"):
+            logits_act, _, self.ac_state = self.actor_critic.predict_act_value(next_obs, self.ac_state)
+            self.policy = Categorical(logits=logits_act).sample()
         return next_obs
 
 
@@ -228,6 +247,7 @@ class AtariPlayTick:
         self.actor_critic = backend.compile_step(ActorCriticStep(actor_critic), (frame, ac_state, ac_state),
                                                  "actor_critic")
         self.burn_in, self.initial_ac_state = rew_end.predict_rew_end, actor_critic.initial_state
+        self.timer = StageTimer(device)
         t = denoiser.cfg.inner_model.num_steps_conditioning
         self.obs = Ring((3, ATARI_IMAGE, ATARI_IMAGE), t, device)
         self.act = Ring((), t, device, dtype=torch.long)
@@ -242,16 +262,20 @@ class AtariPlayTick:
     def step(self, act: torch.Tensor, noise: NoiseSource) -> torch.Tensor:
         self.act.set_newest(act)
         obs, acts = self.obs.window(self.obs.length), self.act.window(self.act.length)
-        self.play.begin(acts)
-        next_obs, _ = self.sampler.sample(obs, acts, noise)
-        logits_rew, logits_end, *self.hx_cx = self.rew_end(obs[:, -1:], acts[:, -1:], next_obs[:, None], *self.hx_cx)
-        self.reward = policy_action(logits_rew[:, 0], self.generator) - 1.0
-        self.end = policy_action(logits_end[:, 0], self.generator)
+        with self.timer.stage("sample"):
+            self.play.begin(acts)
+            next_obs, _ = self.sampler.sample(obs, acts, noise)
+        with self.timer.stage("reward"):
+            logits_rew, logits_end, *self.hx_cx = self.rew_end(obs[:, -1:], acts[:, -1:], next_obs[:, None],
+                                                              *self.hx_cx)
+            self.reward = policy_action(logits_rew[:, 0], self.generator) - 1.0
+            self.end = policy_action(logits_end[:, 0], self.generator)
         self.obs.advance()
         self.act.advance()
         self.obs.set_newest(next_obs)
-        logits_act, _, *self.ac_state = self.actor_critic(next_obs, *self.ac_state)
-        self.policy = policy_action(logits_act, self.generator)
+        with self.timer.stage("policy"):
+            logits_act, _, *self.ac_state = self.actor_critic(next_obs, *self.ac_state)
+            self.policy = policy_action(logits_act, self.generator)
         return next_obs
 
 
@@ -277,7 +301,8 @@ def run_atari(device: torch.device, dtype: torch.dtype, ticks: int = 5, warmup: 
     def loop(name: str, tick) -> Callable[[int], torch.Tensor]:
         return lambda j: to_uint8(tick.step(script[t + j], noises[name])[0])
 
-    results = time_interleaved({name: loop(name, tick) for name, tick in loops.items()}, ticks, warmup, device)
+    results = time_interleaved({name: loop(name, tick) for name, tick in loops.items()}, ticks, warmup, device,
+                               {name: tick.timer for name, tick in loops.items()})
     parameters = sum(p.numel() for m in (denoiser, rew_end, actor_critic) for p in m.parameters())
     return {"bench": "atari", "device": device_name(device), "dtype": dtype_name(dtype), "image": ATARI_IMAGE,
             "num_actions": ATARI_ACTIONS, "denoiser_steps": ATARI_SAMPLER.num_steps_denoising,
@@ -292,11 +317,18 @@ def print_table(result: dict) -> None:
     print(f"{result['bench']}  full size ({result['parameters']:,} parameters), {what}, {result['device']}, "
           f"{result['dtype']}, {result['ticks']} ticks")
     for name in ("reference", "play"):
-        print(f"  {name:>10} {result[f'{name}_ms']:>10} ms/tick   ({', '.join(map(str, result[f'{name}_ms_all']))})")
+        print(f"  {name:>10} {result[f'{name}_ms']:>10} ms/tick   ({', '.join(map(str, result[f'{name}_ms_all']))})"
+              f"   {stage_text(result['stages_ms'][name])}")
     print(f"  speed-up {result['speedup']}x; frames: max |difference| {result['max_abs_diff_u8']} levels, "
           f"at most {result['differing_fraction']:.2%} of the values differ")
     through = result.get("play_backend")
     if through:
-        print(f"  play+{result['backend']:<6} {through['ms']:>7} ms/tick   ({', '.join(map(str, through['ms_all']))})")
+        print(f"  play+{result['backend']:<6} {through['ms']:>7} ms/tick   ({', '.join(map(str, through['ms_all']))})"
+              f"   {stage_text(through['stages_ms'])}")
         print(f"  speed-up {through['speedup']}x; frames: max |difference| {through['max_abs_diff_u8']} levels, "
               f"at most {through['differing_fraction']:.2%} of the values differ")
+
+
+def stage_text(stages: dict[str, float]) -> str:
+    """Median stage times, e.g. `next_frame 410.2 + upsample 580.1 ms`."""
+    return " + ".join(f"{name} {ms}" for name, ms in stages.items()) + " ms" if stages else ""

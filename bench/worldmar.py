@@ -69,18 +69,19 @@ def run(device: torch.device, dtype: torch.dtype, size: str = "medium", ticks: i
         return frame
 
     results = time_interleaved({name: loop(s) for name, s in samplers.items()}, ticks, warmup, device)
-    ref_times, ref_frames = results.pop("reference")
+    ref_times, ref_frames, _ = results.pop("reference")
     ref_ms = statistics.median(ref_times)
-    rows = [{"sampler": name, "ms": round(statistics.median(times), 1), "ms_all": [round(t, 1) for t in times],
+    rows = [{"sampler": name, "ms": round(statistics.median(times), 1),
+             "fps": round(1000 / statistics.median(times), 2), "ms_all": [round(t, 1) for t in times],
              "speedup": round(ref_ms / statistics.median(times), 2),
              "max_abs_diff": max(float((a - b).abs().max()) for a, b in zip(ref_frames, frames, strict=True))}
-            for name, (times, frames) in results.items()]
+            for name, (times, frames, _) in results.items()]
     return {"bench": "minecraft-mar", "device": device_name(device), "dtype": dtype_name(dtype), "size": size,
             "backend": chosen.label, "width": config["st_embed_dim"],
             "depth": [config["encoder_depth"], config["decoder_depth"]], "frames": model.num_frames, "tokens": model.frame_tokens, "mar_iters": MAR_ITERS,
             "head_steps": samplers["reference"].diffusion.num_timesteps,
             "parameters": sum(p.numel() for p in model.parameters()), "ticks": ticks,
-            "reference_ms": round(ref_ms, 1), "reference_ms_all": [round(t, 1) for t in ref_times], "samplers": rows}
+            "reference_ms": round(ref_ms, 1), "reference_fps": round(1000 / ref_ms, 2), "reference_ms_all": [round(t, 1) for t in ref_times], "samplers": rows}
 
 
 def print_table(result: dict) -> None:

@@ -91,8 +91,9 @@ class ReferenceTick:
     """WorldModelEnv.reset/step of the csgo branch, step for step (the speed baseline)."""
 
     def __init__(self, denoiser: Denoiser, upsampler: Denoiser, next_cfg: EdmSamplerConfig,
-                 up_cfg: EdmSamplerConfig, frames: int) -> None:
+                 up_cfg: EdmSamplerConfig, frames: int, timer: StageTimer | None = None) -> None:
         self.denoiser, self.upsampler = denoiser, upsampler
+        self.timer = timer or StageTimer(denoiser.inner_model.conv_in.weight.device)
         self.next_cfg, self.up_cfg = next_cfg, up_cfg
         self.dtype = denoiser.inner_model.conv_in.weight.dtype
         self.skip_next = frames - denoiser.cfg.inner_model.num_steps_conditioning
@@ -113,12 +114,14 @@ class ReferenceTick:
 
     def step(self, act: torch.Tensor, noise: NoiseSource) -> tuple[torch.Tensor, torch.Tensor]:
         self.act_buffer[:, -1] = act
-        next_obs, _ = sample_reference(self._denoise(self.denoiser), self.obs_buffer[:, self.skip_next:],
-                                       self.act_buffer[:, self.skip_next:], self.next_cfg, noise)
-        low = F.interpolate(next_obs, scale_factor=self.factor, mode="bicubic").unsqueeze(1)
-        next_full, _ = sample_reference(self._denoise(self.upsampler),
-                                        torch.cat((self.full_buffer[:, self.skip_up:], low), dim=1), None,
-                                        self.up_cfg, noise)
+        with self.timer.stage("next_frame"):
+            next_obs, _ = sample_reference(self._denoise(self.denoiser), self.obs_buffer[:, self.skip_next:],
+                                           self.act_buffer[:, self.skip_next:], self.next_cfg, noise)
+        with self.timer.stage("upsample"):
+            low = F.interpolate(next_obs, scale_factor=self.factor, mode="bicubic").unsqueeze(1)
+            next_full, _ = sample_reference(self._denoise(self.upsampler),
+                                            torch.cat((self.full_buffer[:, self.skip_up:], low), dim=1), None,
+                                            self.up_cfg, noise)
         self.obs_buffer = self.obs_buffer.roll(-1, dims=1)
         self.act_buffer = self.act_buffer.roll(-1, dims=1)
         self.obs_buffer[:, -1] = next_obs
@@ -133,7 +136,8 @@ class PlayTick:
 
     def __init__(self, denoiser: Denoiser, upsampler: Denoiser, next_cfg: EdmSamplerConfig,
                  up_cfg: EdmSamplerConfig, frames: int, low_size: tuple[int, int], num_actions: int,
-                 device: torch.device, backend: Backend | None = None) -> None:
+                 device: torch.device, backend: Backend | None = None, timer: StageTimer | None = None) -> None:
+        self.timer = timer or StageTimer(device)
         self.t_next = denoiser.cfg.inner_model.num_steps_conditioning
         self.t_up = upsampler.cfg.inner_model.num_steps_conditioning
         self.factor = upsampler.cfg.upsampling_factor
@@ -154,12 +158,14 @@ class PlayTick:
     def step(self, act: torch.Tensor, noise: NoiseSource) -> tuple[torch.Tensor, torch.Tensor]:
         self.act.set_newest(act)
         prev_act = self.act.window(self.t_next)
-        self.next_denoiser.begin(prev_act)
-        next_obs, _ = self.next_sampler.sample(self.low.window(self.t_next), prev_act, noise)
-        self.up_cond[:, :self.t_up] = self.full.window(self.t_up)
-        self.up_cond[:, self.t_up] = F.interpolate(next_obs, scale_factor=self.factor, mode="bicubic")
-        self.up_denoiser.begin(None)
-        next_full, _ = self.up_sampler.sample(self.up_cond, None, noise)
+        with self.timer.stage("next_frame"):
+            self.next_denoiser.begin(prev_act)
+            next_obs, _ = self.next_sampler.sample(self.low.window(self.t_next), prev_act, noise)
+        with self.timer.stage("upsample"):
+            self.up_cond[:, :self.t_up] = self.full.window(self.t_up)
+            self.up_cond[:, self.t_up] = F.interpolate(next_obs, scale_factor=self.factor, mode="bicubic")
+            self.up_denoiser.begin(None)
+            next_full, _ = self.up_sampler.sample(self.up_cond, None, noise)
         for ring, value in ((self.low, next_obs), (self.full, next_full), (self.act, None)):
             ring.advance()
             if value is not None:
@@ -209,9 +215,9 @@ class CsgoSession:
         self.backend = backend or Backend(self.device, self.dtype)
         if sampler == "cached":
             self.tick = PlayTick(denoiser, upsampler, self.next_cfg, self.up_cfg, self.frames, self.low_size,
-                                 self.action_dim, self.device, self.backend)
+                                 self.action_dim, self.device, self.backend, self.timer)
         else:
-            self.tick = ReferenceTick(denoiser, upsampler, self.next_cfg, self.up_cfg, self.frames)
+            self.tick = ReferenceTick(denoiser, upsampler, self.next_cfg, self.up_cfg, self.frames, self.timer)
         self.last_action = torch.zeros(self.action_dim)
         self._index = 0
 
@@ -245,8 +251,7 @@ class CsgoSession:
             raise ConfigError(f"world '{self.world}': actions are multi-hot 0/1 vectors of {self.action_dim} "
                               "entries (engine/actions/csgo.py)")
         self.last_action = action
-        with self.timer.stage("sample"):
-            _, next_full = self.tick.step(action.to(self.device, torch.float32), self.noise)
+        _, next_full = self.tick.step(action.to(self.device, torch.float32), self.noise)  # times its stages
         with self.timer.stage("decode"):
             frame = to_uint8(next_full[0])
         self._index += 1
