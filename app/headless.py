@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import time
 
+import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from app.inference import tick_extras
+from app.inference import episode_over, tick_extras
 from app.recording import SegmentWriter
 from engine.actions.keymap import Keymap
 from engine.actions.vpt import load_action_stream
@@ -55,14 +56,23 @@ def run_headless(args: argparse.Namespace) -> None:
     }
     writer = SegmentWriter(args.out.with_suffix(""), world=session.world, fps=session.fps, metadata=metadata)
     start = time.perf_counter()
+    # Worlds with episodes restart when one is over, as in the player; each frame then records its episode number.
+    episodic, episode = hasattr(session, "episode_over"), 0
+
+    def extras() -> dict[str, np.ndarray]:
+        return tick_extras(session) | ({"episode": np.asarray(episode, dtype=np.int32)} if episodic else {})
+
     try:
         for j in range(prompt_frames):
             writer.append(prompt[j].cpu().numpy(), actions[j].numpy(), pose=session.pose,
-                          timestamp=time.perf_counter() - start, extra=tick_extras(session))
+                          timestamp=time.perf_counter() - start, extra=extras())
         for j in tqdm(range(prompt_frames, args.frames), desc=f"{session.world} frames", unit="frame"):
             frame = session.step(actions[j])
             writer.append(frame.cpu().numpy(), session.last_action.cpu().float().numpy(), pose=session.pose,
-                          timestamp=time.perf_counter() - start, extra=tick_extras(session))
+                          timestamp=time.perf_counter() - start, extra=extras())
+            if episode_over(session):
+                session.reset()
+                episode += 1
     finally:
         writer.close()
     print(f"wrote {args.out} and {args.out.with_suffix('.npz')} ({args.frames} frames)")

@@ -61,6 +61,13 @@ def tick_extras(session: Session) -> dict[str, np.ndarray]:
     return {name: value.detach().cpu().numpy() for name, value in extras.items()}
 
 
+def episode_over(session: Session) -> bool:
+    """Whether the session's episode has ended (`episode_over()`, optional; worlds without episodes never end):
+    asked after each tick, when the player and the headless runner reset the world, as the reference's play loop
+    does."""
+    return bool(getattr(session, "episode_over", lambda: False)())
+
+
 def prompt_frame(session: Session) -> np.ndarray:
     """The newest prompt frame, decoded: what the world shows before its first tick."""
     return session.prompt_frames()[-1].cpu().numpy()
@@ -216,6 +223,9 @@ class InferenceLoop:
         self._done_times.append(tick.done_time)
         for listener in self.listeners:
             listener.on_tick(tick)
+        if episode_over(self.session):
+            with self._cond:
+                self._reset = True
 
     def _publish(self, frame: np.ndarray, action: torch.Tensor | None, input_time: float,
                  stages_ms: dict[str, float], pose: np.ndarray | None = None,

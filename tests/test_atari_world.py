@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import ale_py
@@ -25,6 +26,7 @@ from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
 import launcher
+from app.inference import InferenceLoop
 from app.recording import read_recording
 from engine.actions.atari import GAME_ACTIONS, env_id, minimal_action_names, one_hot
 from engine.actions.keymap import Keymap
@@ -46,6 +48,8 @@ from engine.worlds.config import load_world_config
 from engine.worlds.loader import load_networks, open_session
 from tests.conftest import PROJECT_ROOT, read_json
 from tests.hub_server import FakeHub
+from tests.test_app_loop import wait_until
+from tests.test_app_support import TickLog
 from tests.test_diamond_models import assert_quantized_close
 
 ROLES = ("denoiser", "rew_end_model", "actor_critic")
@@ -291,6 +295,52 @@ def test_ticks_equal_the_reference_world_model_env(tiny, diamond_dir, agent):
     assert torch.equal(session.window()[0], frames[None]) and session.frame_index == len(frames)
 
 
+# -- episodes ---------------------------------------------------------------------------------------------
+
+
+def test_the_player_restarts_the_episode_at_its_horizon(tiny, diamond_dir):
+    """As DIAMOND's play loop: after `episode.horizon` ticks the world goes back to its spawn segment."""
+    io = load_file(diamond_dir / "atari_sampler_io.safetensors")
+    frames, actions = io["prev_obs"][1], io["prev_act"][1]
+    cfg = tiny["cfg"].copy()
+    cfg.episode = {"horizon": 3, "reset_on_end": False}
+    session = session_on({**tiny, "cfg": cfg}, frames, actions, seed=1)
+    log = TickLog()
+    loop = InferenceLoop(session, lambda: (torch.zeros(session.action_dim), time.perf_counter()),
+                         listeners=[log]).start()
+    try:
+        wait_until(lambda: log.resets >= 2)
+    finally:
+        loop.stop()
+    start = len(frames)
+    assert [tick.frame_index for tick in log.ticks[:6]] == [start + 1, start + 2, start + 3] * 2
+    assert session.hud_items()[-1].startswith("episode tick ") and session.hud_items()[-1].endswith("/3")
+
+
+def test_a_predicted_end_is_over_only_with_reset_on_end(tiny, diamond_dir):
+    io = load_file(diamond_dir / "atari_sampler_io.safetensors")
+    for reset_on_end in (True, False):
+        cfg = tiny["cfg"].copy()
+        cfg.episode = {"horizon": 0, "reset_on_end": reset_on_end}
+        session = session_on({**tiny, "cfg": cfg}, io["prev_obs"][1], io["prev_act"][1])
+        session.step(one_hot(0, session.action_dim))
+        assert not session.episode_over() or bool(session.end)
+        session.end = torch.ones(1, dtype=torch.int64)
+        assert session.episode_over() is reset_on_end
+        assert session.metadata()["episode"] == {"horizon": 0, "reset_on_end": reset_on_end}
+
+
+@pytest.mark.parametrize("episode, problem", [({"horizon": -1}, "episode.horizon must be 0"),
+                                               ({"length": 5}, "episode.length is unknown")])
+def test_bad_episode_settings_are_one_line_errors(tiny, diamond_dir, episode, problem):
+    io = load_file(diamond_dir / "atari_sampler_io.safetensors")
+    cfg = tiny["cfg"].copy()
+    cfg.episode = episode
+    with pytest.raises(ConfigError, match=problem) as err:
+        session_on({**tiny, "cfg": cfg}, io["prev_obs"][1], io["prev_act"][1])
+    assert "\n" not in str(err.value)
+
+
 # -- headless run from the real emulator ------------------------------------------------------------------
 
 
@@ -329,8 +379,15 @@ def test_headless_run_from_a_real_ale_spawn(tiny_world, tmp_path):
     np.testing.assert_array_equal(recording["frames"][:4], np.stack(context))
 
     session = open_session(tiny_world, device="cpu", seed=seed, overrides=["spawn.policy=noop"])
-    expected = [session.step(torch.from_numpy(rows[j])).numpy() for j in range(4, frames)]
+    expected, episodes, episode = [], [0] * 4, 0
+    for j in range(4, frames):  # a predicted end restarts the episode, as in the player
+        expected.append(session.step(torch.from_numpy(rows[j])).numpy())
+        episodes.append(episode)
+        if session.episode_over():
+            session.reset()
+            episode += 1
     np.testing.assert_array_equal(recording["frames"][4:], np.stack(expected))
+    np.testing.assert_array_equal(recording["episode"], episodes)
 
 
 

@@ -439,5 +439,21 @@ def test_headless_run_writes_mp4_and_npz(tiny_world: Path, tmp_path: Path):
     np.testing.assert_array_equal(recording["frames"], np.stack(expected))
 
 
+def test_headless_run_restarts_episodes_at_the_horizon(tiny_world: Path, tmp_path: Path):
+    """With one spawn point and idle input every episode is the same: each restart goes back to the spawn point
+    and the noise stream's start; the recording numbers the episodes frame by frame."""
+    out = tmp_path / "run.mp4"
+    prompt = open_session(tiny_world, device="cpu").prompt_frames().shape[0]
+    frames = prompt + 6
+    assert launcher.main(["--config", str(tiny_world), "--headless", "--device", "cpu", "--offline", "--frames",
+                          str(frames), "--set", "episode.horizon=2", "--out", str(out)]) == 0
+    recording = read_recording(out.with_suffix(".npz"))
+    np.testing.assert_array_equal(recording["episode"], [0] * prompt + [0, 0, 1, 1, 2, 2])
+    ticks = recording["frames"][prompt:]
+    np.testing.assert_array_equal(ticks[0:2], ticks[2:4])
+    np.testing.assert_array_equal(ticks[0:2], ticks[4:6])
+    assert recording["metadata"]["episode"] == {"horizon": 2, "reset_on_end": False}
+
+
 def read_json_frame_size(world: Path) -> tuple[int, int]:
     return tuple(yaml.safe_load(world.read_text())["frame_size"])

@@ -58,7 +58,7 @@ from engine.worlds.ale_env import (
     to_model_frames,
 )
 from engine.worlds.ring import Ring
-from engine.worlds.session import SessionOptions
+from engine.worlds.session import EpisodeSettings, SessionOptions
 from engine.worlds.timing import StageTimer
 
 SAMPLERS = ("cached", "reference")
@@ -151,6 +151,7 @@ class AtariSession:
         self.sampler_kind = sampler
         self.agent = agent
         self.settings = sampler_config(cfg, steps)
+        self.episode = EpisodeSettings.from_config(cfg)
         self.steps = self.settings.num_steps_denoising
         self.timer = StageTimer(self.device)
         self.checkpoint_files = checkpoint_files or {}
@@ -214,6 +215,7 @@ class AtariSession:
         self.episode_return = torch.zeros(1, dtype=torch.int64, device=self.device)
         self.value: torch.Tensor | None = None
         self._frame_index = len(frames)
+        self.episode_ticks = 0
 
     def _burn_in(self, frames: torch.Tensor, actions: torch.Tensor) -> LSTMState:
         """The reward/end model's LSTM state after the spawn segment: predict_rew_end(obs[:-1], act[:-1], obs[1:])."""
@@ -280,6 +282,7 @@ class AtariSession:
         self._obs_ring.set_newest(next_obs)
         self.last_action = one_hot(index, self.action_dim)
         self._frame_index += 1
+        self.episode_ticks += 1
         with self.timer.stage("decode"):
             frame = to_uint8(next_obs[0])
         return frame
@@ -294,6 +297,11 @@ class AtariSession:
         self.end_probability = logits_end[:, -1].float().softmax(-1)[:, 1]
         self.episode_return = self.episode_return + self.reward
 
+    def episode_over(self) -> bool:
+        """The predicted end of the episode (with `episode.reset_on_end`) or its horizon reached; reads the end
+        flag from the device, so it is asked after the tick."""
+        return self.episode.over(self.episode_ticks, bool(self.end))
+
     # -- reporting ---------------------------------------------------------------------------------------
 
     def hud_items(self) -> list[str]:
@@ -303,7 +311,7 @@ class AtariSession:
                  f"end {'yes' if int(self.end) else 'no'} (p {float(self.end_probability):.2f})"]
         if self.agent and self.value is not None:
             items.append(f"value {float(self.value):.2f}")
-        return items
+        return items + self.episode.hud_items(self.episode_ticks)
 
     def metadata(self) -> dict:
         s = self.settings
@@ -312,7 +320,8 @@ class AtariSession:
             "sampler": self.sampler_kind, "steps": s.num_steps_denoising, "sigma_min": s.sigma_min,
             "sigma_max": s.sigma_max, "rho": s.rho, "order": s.order, "s_churn": s.s_churn,
             "num_steps_conditioning": self.context, "action_names": list(self.action_names), "agent": self.agent,
-            "spawn": self.spawn_info, "device": str(self.device), "dtype": dtype_name(self.dtype),
+            "spawn": self.spawn_info, "episode": self.episode.__dict__, "device": str(self.device),
+            "dtype": dtype_name(self.dtype),
             "backend": self.backend.label,
         }
 

@@ -34,7 +34,7 @@ from engine.sampling.edm import DenoiseFn, EdmSamplerConfig, sample_reference
 from engine.sampling.noise import NoiseSource, ResettableNoise, SeededNoise
 from engine.worlds.csgo_spawn import SpawnPoint, load_spawn_point, resolve_spawn_root, spawn_point_dirs
 from engine.worlds.ring import Ring
-from engine.worlds.session import SessionOptions
+from engine.worlds.session import EpisodeSettings, SessionOptions
 from engine.worlds.timing import StageTimer
 
 
@@ -206,6 +206,8 @@ class CsgoSession:
         self.frame_size = (height, width)
         self.low_size = (height // self.factor, width // self.factor)
         self.fps = int(cfg.get("fps", 15))
+        self.episode = EpisodeSettings.from_config(cfg)
+        self.episode_ticks = 0
         self.timer = StageTimer(self.device)
         self.pose = None
         self.spawn_dirs = spawn_dirs
@@ -239,6 +241,7 @@ class CsgoSession:
                         self.spawn.act.to(**to)[None])
         self.last_action = self.spawn.act[-1]
         self._index = self.frames
+        self.episode_ticks = 0
 
     def prompt_frames(self) -> torch.Tensor:
         """The spawn point's full-resolution frames (SL, H, W, 3) uint8; the last one is on screen at reset."""
@@ -255,20 +258,26 @@ class CsgoSession:
         with self.timer.stage("decode"):
             frame = to_uint8(next_full[0])
         self._index += 1
+        self.episode_ticks += 1
         return frame
+
+    def episode_over(self) -> bool:
+        """The horizon reached: the world restarts at the next spawn point (there is no end model)."""
+        return self.episode.over(self.episode_ticks, ended=False)
 
     @property
     def frame_index(self) -> int:
         return self._index
 
     def hud_items(self) -> list[str]:
-        return [f"spawn {self.spawn.name}", f"preset {self.preset}"]
+        return [f"spawn {self.spawn.name}", f"preset {self.preset}", *self.episode.hud_items(self.episode_ticks)]
 
     def metadata(self) -> dict:
         """What a recording needs to say how its frames were made."""
         return {
             "world": self.world, "family": "csgo", "seed": self.seed, "sampler": self.sampler_kind,
             "preset": self.preset, "steps": self.steps, "spawn": self.spawn.name if self.spawn else None,
+            "episode": self.episode.__dict__,
             "next_obs_sampler": self.next_cfg.__dict__, "upsampling_sampler": self.up_cfg.__dict__,
             "device": str(self.device), "dtype": dtype_name(self.dtype), "backend": self.backend.label,
         }

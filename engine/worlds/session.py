@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
+from engine.errors import ConfigError
 from engine.worlds.timing import StageTimer
 
 
@@ -30,6 +31,36 @@ class SessionOptions:
     checkpoint_files: dict[str, Path] = field(default_factory=dict)
     allow_download: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class EpisodeSettings:
+    """When a world with episodes restarts on its own (the world's `episode:` section), as DIAMOND's play loop
+    does (eloialonso/diamond `src/game/game.py`: reset on `end or trunc`)."""
+
+    horizon: int = 0  # ticks after a reset at which the episode is truncated and the world restarts; 0: never
+    reset_on_end: bool = False  # restart when the world model predicts the end of the episode
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig) -> EpisodeSettings:
+        section = cfg.get("episode")
+        given = {} if section is None else OmegaConf.to_container(section, resolve=True)
+        unknown = sorted(set(given) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise ConfigError(f"world '{cfg.name}': episode.{unknown[0]} is unknown (expected horizon, reset_on_end)")
+        settings = cls(horizon=int(given.get("horizon", 0)), reset_on_end=bool(given.get("reset_on_end", False)))
+        if settings.horizon < 0:
+            raise ConfigError(f"world '{cfg.name}': episode.horizon must be 0 (never) or a number of ticks, "
+                              f"got {settings.horizon}")
+        return settings
+
+    def over(self, ticks: int, ended: bool) -> bool:
+        """Whether an episode `ticks` ticks after its reset, whose end the world model predicted (`ended`), is over."""
+        return (self.reset_on_end and ended) or 0 < self.horizon <= ticks
+
+    def hud_items(self, ticks: int) -> list[str]:
+        """The episode's progress towards its horizon, for the HUD (nothing without a horizon)."""
+        return [f"episode tick {ticks}/{self.horizon}"] if self.horizon else []
 
 
 class Session(Protocol):
@@ -72,3 +103,7 @@ class Session(Protocol):
 
     def metadata(self) -> dict:
         """What a recording needs to say how its frames were made (world, family, seed, sampler, ...)."""
+
+    # Optional: `tick_extras() -> dict[str, Tensor]`, per-frame arrays for recordings; `episode_over() -> bool`,
+    # read after each tick (outside the tick, it may read device values): the player and the headless runner
+    # then reset the world, as the reference's play loop does.
