@@ -224,8 +224,7 @@ class InferenceLoop:
         for listener in self.listeners:
             listener.on_tick(tick)
         if episode_over(self.session):
-            with self._cond:
-                self._reset = True
+            self.request_reset()
 
     def _publish(self, frame: np.ndarray, action: torch.Tensor | None, input_time: float,
                  stages_ms: dict[str, float], pose: np.ndarray | None = None,

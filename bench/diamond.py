@@ -25,7 +25,7 @@ from engine.actions.keymap import Keymap
 from engine.backends.base import Backend
 from engine.backends.choose import make_backend
 from engine.backends.device import dtype_name
-from engine.backends.diamond_units import ActorCriticStep, RewEndStep
+from engine.backends.diamond_units import ActorCriticStep, RewEndStep, actor_critic_example, rew_end_example
 from engine.models.diamond_agent import (
     ActorCritic,
     ActorCriticConfig,
@@ -239,12 +239,8 @@ class AtariPlayTick:
         backend = backend or Backend(device, torch.float32)
         size = (ATARI_IMAGE, ATARI_IMAGE)
         self.sampler, self.play = play_sampler(denoiser, ATARI_SAMPLER, device, backend, "denoiser", size)
-        frame = torch.zeros((1, 3, *size), device=device)
-        rew_state, ac_state = (torch.zeros(shape, device=device) for shape in ((1, 1, rew_end.cfg.lstm_dim),
-                                                                                (1, actor_critic.cfg.lstm_dim)))
-        self.rew_end = backend.compile_step(RewEndStep(rew_end), (frame[:, None], torch.zeros((1, 1), dtype=torch.long,
-                                            device=device), frame[:, None], rew_state, rew_state), "rew_end_model")
-        self.actor_critic = backend.compile_step(ActorCriticStep(actor_critic), (frame, ac_state, ac_state),
+        self.rew_end = backend.compile_step(RewEndStep(rew_end), rew_end_example(rew_end), "rew_end_model")
+        self.actor_critic = backend.compile_step(ActorCriticStep(actor_critic), actor_critic_example(actor_critic),
                                                  "actor_critic")
         self.burn_in, self.initial_ac_state = rew_end.predict_rew_end, actor_critic.initial_state
         self.timer = StageTimer(device)

@@ -50,15 +50,6 @@ def make_backend(name: str, device: torch.device, dtype: torch.dtype, *, world: 
     return Backend(device, dtype, reason="; ".join(["auto", *skipped]))
 
 
-def session_backend(name: str, device: torch.device, dtype: torch.dtype, world: str,
-                    checkpoint_files: Mapping[str, Path] | None = None) -> Backend:
-    """`make_backend` for a world's session, saying in the log which backend runs and, for auto, why."""
-    backend = make_backend(name, device, dtype, world=world, checkpoint_files=checkpoint_files)
-    if backend.name != "eager" or backend.reason:
-        print(backend.describe())
-    return backend
-
-
 def _trt(device: torch.device, dtype: torch.dtype, world: str | None, checkpoint_files: Mapping[str, Path] | None,
          root: Path, reason: str) -> Backend:
     from engine.backends.trt_backend import TrtBackend, engines_folder

@@ -51,6 +51,16 @@ class RewEndStep(nn.Module):
         return rew, end, hx, cx
 
 
+def rew_end_example(model: RewEndModel) -> tuple[torch.Tensor, ...]:
+    """Inputs of one `RewEndStep` at the model's frame size (zeros): obs, act, next_obs, LSTM hx, cx."""
+    weight = model.head[0].weight
+    cfg = model.cfg
+    frame = torch.zeros((1, 1, cfg.img_channels, cfg.img_size, cfg.img_size), device=weight.device, dtype=weight.dtype)
+    state = torch.zeros((1, 1, cfg.lstm_dim), device=weight.device, dtype=weight.dtype)
+    act = torch.zeros((1, 1), dtype=torch.int64, device=weight.device)
+    return frame, act, frame.clone(), state, state.clone()
+
+
 class ActorCriticStep(nn.Module):
     """One step of the actor-critic: a frame with the LSTM state in -> action logits, value, the new state."""
 
@@ -61,6 +71,14 @@ class ActorCriticStep(nn.Module):
     def forward(self, obs: torch.Tensor, hx: torch.Tensor, cx: torch.Tensor) -> tuple[torch.Tensor, ...]:
         logits, value, (hx, cx) = self.model.predict_act_value(obs, (hx, cx))
         return logits, value, hx, cx
+
+
+def actor_critic_example(model: ActorCritic) -> tuple[torch.Tensor, ...]:
+    """Inputs of one `ActorCriticStep` at the model's frame size: a zero frame and the episode's initial state."""
+    weight = model.critic_linear.weight
+    cfg = model.cfg
+    frame = torch.zeros((1, cfg.img_channels, cfg.img_size, cfg.img_size), device=weight.device, dtype=weight.dtype)
+    return frame, *model.initial_state(1)
 
 
 class EngineDenoiser:

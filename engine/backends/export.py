@@ -147,19 +147,25 @@ def oasis_exports(dit: OasisDiT, vae: OasisVAE, batch: int = 1, seed: int = 0,
         mods = pack_modulations(dit.modulations(levels(step_level, 1), normal(batch, 1, dit.external_cond_dim)))
     step_inputs = (normal(batch, 1, *frame), mods, keys, values, last)
     image_h, image_w = vae.image_size
-    tokens = vae.grid[0] * vae.grid[1]
     vae_dtype = vae.predictor.weight.dtype
     images = (torch.rand((batch, 3, image_h, image_w), generator=gen) * 2 - 1).to(device, vae_dtype)
-    latents = torch.randn((batch, tokens, vae.latent_dim), generator=gen).to(device, vae_dtype)
     return [
         ExportSpec("dit_prefill", "dit", DiTPrefill(units), prefill_inputs, ["x", "t", "action"], ["keys", "values"]),
         ExportSpec("dit_append", "dit", DiTAppend(units), append_inputs,
                    ["x", "t", "action", "keys", "values", "position"], ["new_keys", "new_values"]),
         ExportSpec("dit_step", "dit", DiTStep(units), step_inputs, ["x", "mods", "keys", "values", "position"],
                    ["v"]),
-        ExportSpec("vae_decoder", "vae", VAEDecoder(vae), (latents,), ["latents"], ["images"]),
+        vae_decoder_spec(vae, gen, batch),
         ExportSpec("vae_encoder", "vae", VAEEncoder(vae), (images,), ["images"], ["mean"]),
     ]
+
+
+def vae_decoder_spec(vae: OasisVAE, gen: torch.Generator, batch: int = 1) -> ExportSpec:
+    """The VAE decoder on one frame's latent tokens (`vae_decoder`, as the Oasis and WorldMAR ticks decode)."""
+    param = vae.predictor.weight
+    latents = torch.randn((batch, vae.grid[0] * vae.grid[1], vae.latent_dim), generator=gen)
+    return ExportSpec("vae_decoder", "vae", VAEDecoder(vae), (latents.to(param.device, param.dtype),), ["latents"],
+                      ["images"])
 
 
 def _weight_bytes(module: nn.Module) -> int:

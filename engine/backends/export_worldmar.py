@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from engine.backends.export import ExportSpec, VAEDecoder
+from engine.backends.export import ExportSpec, vae_decoder_spec
 from engine.backends.worldmar_units import MARCondition, MARHead, MARStep
 from engine.models.oasis_vae import OasisVAE
 from engine.models.worldmar import ACTION_DIM, PLUCKER_DIM, WorldMAR
@@ -65,9 +65,5 @@ def worldmar_tick_exports(model: WorldMAR, vae: OasisVAE, mar_iters: int, batch:
                           seed: int = 2) -> list[ExportSpec]:
     """Every call of a WorldMAR world's tick at its play shapes: the MAR units (T = the model's num_frames)
     and the VAE decoder of one frame's latent tokens."""
-    gen = torch.Generator().manual_seed(seed)
-    param = vae.predictor.weight
-    latents = torch.randn((batch, vae.grid[0] * vae.grid[1], vae.latent_dim), generator=gen).to(param.device,
-                                                                                               param.dtype)
     return [*worldmar_exports(model, model.num_frames, batch, mar_iters),
-            ExportSpec("vae_decoder", "vae", VAEDecoder(vae), (latents,), ["latents"], ["images"])]
+            vae_decoder_spec(vae, torch.Generator().manual_seed(seed), batch)]

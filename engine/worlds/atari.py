@@ -32,9 +32,8 @@ from omegaconf import DictConfig, OmegaConf
 from engine.actions.atari import action_index, env_id, minimal_action_names, one_hot
 from engine.actions.atari import num_actions as game_num_actions
 from engine.backends.base import Backend
-from engine.backends.choose import session_backend
 from engine.backends.device import dtype_name
-from engine.backends.diamond_units import ActorCriticStep, RewEndStep
+from engine.backends.diamond_units import ActorCriticStep, RewEndStep, actor_critic_example, rew_end_example
 from engine.checkpoints.resolve import resolve_checkpoint_files
 from engine.errors import CheckpointError, ConfigError
 from engine.models.diamond_agent import (
@@ -58,7 +57,7 @@ from engine.worlds.ale_env import (
     to_model_frames,
 )
 from engine.worlds.ring import Ring
-from engine.worlds.session import EpisodeSettings, SessionOptions
+from engine.worlds.session import EpisodeSettings, SessionOptions, session_backend
 from engine.worlds.timing import StageTimer
 
 SAMPLERS = ("cached", "reference")
@@ -164,32 +163,17 @@ class AtariSession:
         self.backend = backend or Backend(self.device, self.dtype)
         self._fast_sampler, self._play = play_sampler(self.denoiser, self.settings, self.device, self.backend,
                                                       "denoiser", self.frame_size)
-        self._rew_end = self.backend.compile_step(RewEndStep(self.rew_end_model), self._rew_end_example(),
+        self._rew_end = self.backend.compile_step(RewEndStep(self.rew_end_model), rew_end_example(self.rew_end_model),
                                                   "rew_end_model")
-        self._policy = (self.backend.compile_step(ActorCriticStep(self.actor_critic), self._policy_example(),
-                                                  "actor_critic") if agent else None)
+        self._policy = (self.backend.compile_step(ActorCriticStep(self.actor_critic),
+                                                  actor_critic_example(self.actor_critic), "actor_critic")
+                        if agent else None)
         self._spawn_frames = spawn_frames.to(self.device, torch.float32)
         self._spawn_actions = spawn_actions.to(self.device, torch.int64)
         t, (h, w) = self.context, self.frame_size
         self._obs_ring = Ring((3, h, w), t, self.device)
         self._act_ring = Ring((), t, self.device, torch.int64)
         self.reset()
-
-    def _rew_end_example(self) -> tuple[torch.Tensor, ...]:
-        """Inputs of one reward/end step: obs, act, next_obs (one frame each), LSTM hx, cx."""
-        frame = torch.zeros((1, 1, 3, *self.frame_size), device=self.device, dtype=self.dtype)
-        state = torch.zeros((1, 1, self.rew_end_model.cfg.lstm_dim), device=self.device, dtype=self.dtype)
-        act = torch.zeros((1, 1), dtype=torch.int64, device=self.device)
-        return frame, act, frame.clone(), state, state.clone()
-
-    def _policy_state(self) -> list[torch.Tensor]:
-        """The actor-critic's LSTM hx, cx at the start of an episode: zeros."""
-        lstm_dim = self.actor_critic.cfg.lstm_dim
-        return [torch.zeros((1, lstm_dim), device=self.device, dtype=self.dtype) for _ in range(2)]
-
-    def _policy_example(self) -> tuple[torch.Tensor, ...]:
-        """Inputs of one actor-critic step: the newest frame, LSTM hx, cx."""
-        return torch.zeros((1, 3, *self.frame_size), device=self.device, dtype=self.dtype), *self._policy_state()
 
     def warm_up(self) -> None:
         """Compile/capture the backend's calls now, under a progress bar, before the first tick."""
@@ -207,7 +191,7 @@ class AtariSession:
         self._obs_ring.fill(frames[-t:][None])
         self._act_ring.fill(actions[-t:][None])
         self.rew_end_state = self._burn_in(frames, actions)
-        self.agent_state = self._policy_state()
+        self.agent_state = list(self.actor_critic.initial_state(1))
         self.last_action = torch.zeros(self.action_dim, device=self.device)
         self.reward = torch.zeros(1, dtype=torch.int64, device=self.device)
         self.end = torch.zeros(1, dtype=torch.int64, device=self.device)
@@ -434,12 +418,10 @@ def open_world(cfg: DictConfig, networks: dict, options: SessionOptions) -> Atar
                           f"not from a prompt file: drop --prompt {options.prompt}")
     check_official_configs(cfg, options.allow_download)
     segment, info = collect_spawn(cfg, networks, options.seed)
-    param = networks["denoiser"].inner_model.conv_in.weight
-    backend = session_backend(str(options.extra.get("backend", "eager")), param.device, param.dtype, str(cfg.name),
-                              options.checkpoint_files)
     session = AtariSession(cfg, networks, to_model_frames(segment.frames), torch.from_numpy(segment.actions),
                            sampler=options.sampler, steps=options.steps, seed=options.seed,
                            agent=bool(options.extra.get("agent")), checkpoint_files=options.checkpoint_files,
-                           spawn_info=info, backend=backend)
+                           spawn_info=info,
+                           backend=session_backend(cfg, options, networks["denoiser"].inner_model.conv_in.weight))
     session.warm_up()
     return session

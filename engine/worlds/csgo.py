@@ -24,7 +24,6 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 
 from engine.backends.base import Backend
-from engine.backends.choose import session_backend
 from engine.backends.device import dtype_name
 from engine.errors import ConfigError
 from engine.models.diamond_denoiser import Denoiser, DenoiserConfig
@@ -34,7 +33,7 @@ from engine.sampling.edm import DenoiseFn, EdmSamplerConfig, sample_reference
 from engine.sampling.noise import NoiseSource, ResettableNoise, SeededNoise
 from engine.worlds.csgo_spawn import SpawnPoint, load_spawn_point, resolve_spawn_root, spawn_point_dirs
 from engine.worlds.ring import Ring
-from engine.worlds.session import EpisodeSettings, SessionOptions
+from engine.worlds.session import EpisodeSettings, SessionOptions, session_backend
 from engine.worlds.timing import StageTimer
 
 
@@ -286,12 +285,10 @@ class CsgoSession:
 def open_world(cfg: DictConfig, networks: dict, options: SessionOptions) -> CsgoSession:
     """A CS:GO session at the first spawn point of the world's spawn folder (or `options.prompt`)."""
     root = resolve_spawn_root(cfg, options.prompt, allow_download=options.allow_download)
-    param = networks["denoiser"].inner_model.conv_in.weight
-    backend = session_backend(str(options.extra.get("backend", "eager")), param.device, param.dtype, str(cfg.name),
-                              options.checkpoint_files)
-    session = CsgoSession(cfg, networks["denoiser"], networks["upsampler"], spawn_point_dirs(root),
-                          sampler=options.sampler, steps=options.steps, seed=options.seed,
-                          checkpoint_files=options.checkpoint_files, backend=backend)
+    denoiser = networks["denoiser"]
+    session = CsgoSession(cfg, denoiser, networks["upsampler"], spawn_point_dirs(root), sampler=options.sampler,
+                          steps=options.steps, seed=options.seed, checkpoint_files=options.checkpoint_files,
+                          backend=session_backend(cfg, options, denoiser.inner_model.conv_in.weight))
     session.warm_up()
     session.reset()
     return session

@@ -13,7 +13,6 @@ import torch
 from omegaconf import DictConfig
 
 from engine.backends.base import Backend
-from engine.backends.choose import session_backend
 from engine.backends.device import dtype_name
 from engine.backends.oasis_sampler import BackendDiffusionForcing
 from engine.models.oasis_dit import OasisDiT
@@ -25,7 +24,7 @@ from engine.sampling.diffusion_forcing import (
 )
 from engine.sampling.noise import ResettableNoise, SeededNoise
 from engine.worlds.prompt import load_prompt_frames
-from engine.worlds.session import SessionOptions
+from engine.worlds.session import SessionOptions, session_backend
 from engine.worlds.spawn import resolve_prompt_file
 from engine.worlds.timing import StageTimer
 
@@ -151,11 +150,9 @@ def open_world(cfg: DictConfig, networks: dict, options: SessionOptions) -> Oasi
     """An Oasis session reset to the world's prompt frames (or `options.prompt`)."""
     prompt_path = resolve_prompt_file(cfg, options.prompt, allow_download=options.allow_download)
     dit = networks["dit"]
-    param = dit.x_embedder.proj.weight
-    backend = session_backend(str(options.extra.get("backend", "eager")), param.device, param.dtype, str(cfg.name),
-                              options.checkpoint_files)
     session = OasisSession(cfg, dit, networks["vae"], sampler=options.sampler, steps=options.steps,
-                           seed=options.seed, checkpoint_files=options.checkpoint_files, backend=backend)
+                           seed=options.seed, checkpoint_files=options.checkpoint_files,
+                           backend=session_backend(cfg, options, dit.x_embedder.proj.weight))
     session.warm_up()
     height, width = session.frame_size
     frames = load_prompt_frames(prompt_path, int(cfg.get("prompt", {}).get("frames", 1)), height, width)

@@ -14,6 +14,8 @@ from typing import Any, Protocol
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from engine.backends.base import Backend
+from engine.backends.choose import make_backend
 from engine.errors import ConfigError
 from engine.worlds.timing import StageTimer
 
@@ -31,6 +33,22 @@ class SessionOptions:
     checkpoint_files: dict[str, Path] = field(default_factory=dict)
     allow_download: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+def session_backend(cfg: DictConfig, options: SessionOptions, weight: torch.Tensor,
+                    eager_for_auto: str = "") -> Backend:
+    """The backend `--backend` chose (`options.extra["backend"]`) for a session whose networks live on the device
+    and in the precision of `weight`; the log says which runs and, for auto, why. A non-empty `eager_for_auto`
+    is why this world runs eagerly when auto chooses."""
+    name = str(options.extra.get("backend", "eager"))
+    if name == "auto" and eager_for_auto:
+        backend = Backend(weight.device, weight.dtype, reason=f"auto: {eager_for_auto}")
+    else:
+        backend = make_backend(name, weight.device, weight.dtype, world=str(cfg.name),
+                               checkpoint_files=options.checkpoint_files)
+    if backend.name != "eager" or backend.reason:
+        print(backend.describe())
+    return backend
 
 
 @dataclass(frozen=True)

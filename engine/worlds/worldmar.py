@@ -32,7 +32,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from engine.actions.vpt import ACTION_KEYS, CAMERA_CENTER_BIN
 from engine.backends.base import Backend
-from engine.backends.choose import session_backend
 from engine.backends.device import dtype_name
 from engine.backends.mar_sampler import BackendMARSampler
 from engine.checkpoints.loading import load_into
@@ -46,7 +45,7 @@ from engine.models.worldmar_conditioning import frame_timestamps
 from engine.sampling.mar import MARSampler, MARSettings
 from engine.sampling.noise import SeededNoise
 from engine.worlds.prompt import load_prompt_frames
-from engine.worlds.session import SessionOptions
+from engine.worlds.session import SessionOptions, session_backend
 from engine.worlds.spawn import resolve_prompt_file
 from engine.worlds.timing import StageTimer
 
@@ -292,26 +291,18 @@ class WorldMARSession:
         }
 
 
-def world_backend(cfg: DictConfig, model: WorldMAR, name: str, checkpoint_files: dict[str, Path]) -> Backend:
-    """The backend the session asked for; `auto` runs eagerly a model that samples with attention dropout
-    (no other backend can), while asking for another backend by name is refused by the sampler."""
-    param = model.z_proj.weight
-    if name == "auto" and model.attention_dropout() is not None:
-        backend = Backend(param.device, param.dtype, reason=f"auto: attention dropout at sampling "
-                          f"(networks.worldmar.attn_dropout={model.attn_dropout:g}, reference_compat) runs eagerly")
-        print(backend.describe())
-        return backend
-    return session_backend(name, param.device, param.dtype, str(cfg.name), checkpoint_files)
-
-
 def open_world(cfg: DictConfig, networks: dict, options: SessionOptions) -> WorldMARSession:
     """A WorldMAR session reset to the world's prompt frames (or `options.prompt`)."""
     prompt_path = resolve_prompt_file(cfg, options.prompt, allow_download=options.allow_download)
     model = networks["worldmar"]
+    # A model that samples with attention dropout runs only eagerly: auto says so, other names are refused by
+    # the backend sampler.
+    dropout = "" if model.attention_dropout() is None else (
+        f"attention dropout at sampling (networks.worldmar.attn_dropout={model.attn_dropout:g}, reference_compat) "
+        "runs eagerly")
     session = WorldMARSession(cfg, model, networks["vae"], steps=options.steps, seed=options.seed,
                               checkpoint_files=options.checkpoint_files,
-                              backend=world_backend(cfg, model, str(options.extra.get("backend", "eager")),
-                                                    options.checkpoint_files))
+                              backend=session_backend(cfg, options, model.z_proj.weight, eager_for_auto=dropout))
     session.warm_up()
     height, width = session.frame_size
     frames = load_prompt_frames(prompt_path, int(cfg.get("prompt", {}).get("frames", 1)), height, width)
