@@ -13,17 +13,15 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from engine.actions.keymap import Keymap
 from engine.backends.compiled import CompileBackend
 from engine.backends.oasis_sampler import BackendDiffusionForcing
 from engine.models.diamond_denoiser import Denoiser, DenoiserConfig
 from engine.models.oasis_dit import OasisDiT
 from engine.sampling.diffusion_forcing import CachedDiffusionForcing, DiffusionForcingSettings, generate
 from engine.sampling.noise import ReplayNoise, SeededNoise
-from engine.worlds.atari import AtariSession
-from engine.worlds.config import load_world_config
-from engine.worlds.loader import load_networks, open_session
+from engine.worlds.loader import open_session
 from tests.conftest import read_json, record_host_transfers
+from tests.diamond_pairs import assert_atari_ticks_agree, assert_csgo_ticks_agree, atari_pair
 from tests.test_atari_world import write_tiny_world as write_tiny_atari_world
 from tests.test_csgo_world import make_tiny_world as make_tiny_csgo_world
 from tests.test_csgo_world import read_fixture as read_csgo_fixture
@@ -32,7 +30,6 @@ from tests.tiny_world import make_tiny_oasis_world
 
 TOL = {"rtol": 1e-4, "atol": 1e-4}
 CPU = torch.device("cpu")
-ATARI_ROLES = ("denoiser", "rew_end_model", "actor_critic")
 needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(),
                                reason="needs a CUDA GPU (CUDA graphs and sync debug mode are CUDA-only)")
 
@@ -157,19 +154,10 @@ def test_compiled_session_gives_the_eager_frames(tmp_path: Path, oasis_dir: Path
 
 def test_compiled_atari_ticks_equal_eager(diamond_dir: Path, tmp_path: Path) -> None:
     """Agent mode: the denoiser's U-Net, the reward/end model and the actor-critic run compiled."""
-    cfg = load_world_config(write_tiny_atari_world(tmp_path, diamond_dir))
-    networks = load_networks(cfg, {role: Path(cfg.checkpoints.files[role]) for role in ATARI_ROLES}, CPU, torch.float32)
-    io = load_file(diamond_dir / "atari_sampler_io.safetensors")
-    frames, actions = io["prev_obs"][1], io["prev_act"][1]
-    backend = CompileBackend(CPU, torch.float32)
-    sessions = [AtariSession(cfg, networks, frames, actions, seed=3, agent=True, backend=b) for b in (None, backend)]
+    sessions = atari_pair(write_tiny_atari_world(tmp_path, diamond_dir), diamond_dir,
+                          CompileBackend(CPU, torch.float32))
     sessions[1].warm_up()
-    idle = torch.zeros(sessions[0].action_dim)
-    for _ in range(4):
-        eager, compiled = (session.step(idle).int() for session in sessions)
-        assert (eager - compiled).abs().max() <= 2
-        outcomes = [(int(s.reward), int(s.end), int(s.last_action.argmax())) for s in sessions]
-        assert outcomes[0] == outcomes[1]
+    assert_atari_ticks_agree(sessions)
     assert sessions[1].metadata()["backend"] == "compile"
 
 
@@ -177,8 +165,4 @@ def test_compiled_csgo_world_opens_and_ticks_as_eager(diamond_dir: Path, tmp_pat
     world = make_tiny_csgo_world(tmp_path, diamond_dir, read_csgo_fixture(diamond_dir))
     sessions = [open_session(world, device="cpu", seed=5, extra={"backend": name}) for name in ("eager", "compile")]
     assert [s.metadata()["backend"] for s in sessions] == ["eager", "compile"]
-    keymap = Keymap.load("csgo")
-    for keys, dx in (({"w"}, 0), ({"w", "d"}, 40), (set(), -12)):
-        action = keymap.to_action(frozenset(keys), frozenset(), dx, 0)
-        eager, compiled = (session.step(action).int() for session in sessions)
-        assert (eager - compiled).abs().max() <= 2
+    assert_csgo_ticks_agree(sessions)

@@ -13,16 +13,15 @@ import torch
 from safetensors.torch import load_file
 
 import build_trt
-from engine.actions.keymap import Keymap
 from engine.backends.export import run_onnx
 from engine.backends.tensorrt import read_sidecar
 from engine.checkpoints.verify import file_sha256
-from engine.worlds.atari import AtariSession
 from engine.worlds.config import load_world_config
 from engine.worlds.csgo import CsgoSession
 from engine.worlds.csgo_spawn import spawn_point_dirs
 from engine.worlds.loader import load_networks
 from tests.conftest import read_json
+from tests.diamond_pairs import assert_atari_ticks_agree, assert_csgo_ticks_agree, atari_pair
 from tests.onnx_units import OnnxUnitsBackend
 from tests.test_atari_world import write_tiny_world as write_tiny_atari_world
 from tests.test_csgo_world import make_tiny_world as make_tiny_csgo_world
@@ -125,19 +124,10 @@ def test_csgo_denoiser_and_upsampler_onnx_reproduce_the_fixtures(csgo: dict, dia
 
 def test_atari_ticks_run_on_the_exported_units(atari: dict, diamond_dir: Path) -> None:
     """Agent mode calls all three units; the frames, rewards and ends equal the eager session's."""
-    cfg = load_world_config(atari["config"])
-    networks = load_networks(cfg, {role: Path(cfg.checkpoints.files[role]) for role in ATARI}, CPU, torch.float32)
-    io = load_file(diamond_dir / "atari_sampler_io.safetensors")
-    frames, actions = io["prev_obs"][1], io["prev_act"][1]
     backend = OnnxUnitsBackend(atari["folder"])
-    sessions = [AtariSession(cfg, networks, frames, actions, seed=3, agent=True, backend=b) for b in (None, backend)]
+    sessions = atari_pair(atari["config"], diamond_dir, backend)
     assert sorted(backend.units) == sorted(ATARI)
-    idle = torch.zeros(sessions[0].action_dim)
-    for _ in range(4):
-        eager, units = (session.step(idle).int() for session in sessions)
-        assert (eager - units).abs().max() <= 2
-        outcomes = [(int(s.reward), int(s.end), int(s.last_action.argmax())) for s in sessions]
-        assert outcomes[0] == outcomes[1]
+    assert_atari_ticks_agree(sessions)
     assert sessions[1].metadata()["backend"] == OnnxUnitsBackend.name
 
 
@@ -149,10 +139,6 @@ def test_csgo_ticks_run_on_the_exported_units(csgo: dict) -> None:
     sessions = [CsgoSession(cfg, networks["denoiser"], networks["upsampler"], spawn_dirs, seed=5, backend=b)
                 for b in (None, backend)]
     assert backend.units == list(CSGO)
-    keymap = Keymap.load("csgo")
     for session in sessions:
         session.reset()
-    for keys, dx in (({"w"}, 0), ({"w", "d"}, 40), (set(), -12)):
-        action = keymap.to_action(frozenset(keys), frozenset(), dx, 0)
-        eager, units = (session.step(action).int() for session in sessions)
-        assert (eager - units).abs().max() <= 2
+    assert_csgo_ticks_agree(sessions)
