@@ -58,8 +58,8 @@ def build(args: argparse.Namespace) -> None:
     from engine.backends.world_exports import world_exports
     from engine.checkpoints.resolve import parse_weight_overrides, resolve_checkpoint_files
     from engine.checkpoints.verify import files_sha256
-    from engine.worlds.config import load_world_config
-    from engine.worlds.loader import load_networks
+    from engine.core.config import load_world_config
+    from engine.core.loader import load_networks
 
     cfg = load_world_config(args.config or args.world, [f"game={args.game}"] if args.game else [])
     files = resolve_checkpoint_files(cfg, explicit=parse_weight_overrides(args.weights),

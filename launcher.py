@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 from engine.checkpoints.resolve import parse_weight_overrides
+from engine.core.config import available_worlds
 from engine.errors import EngineError
-from engine.worlds.config import available_worlds
 
 
 def window_size(text: str) -> tuple[int, int]:

@@ -11,13 +11,13 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from app.inference import episode_over, tick_extras
-from app.recording import SegmentWriter
 from engine.actions.keymap import Keymap
 from engine.actions.vpt import load_action_stream
 from engine.backends.device import leave_core_for_io
 from engine.checkpoints.verify import files_sha256
+from engine.core.loader import open_session, session_extras, world_overrides
 from engine.errors import ConfigError
-from engine.worlds.loader import open_session, session_extras, world_overrides
+from engine.recordings import SegmentWriter
 
 
 def idle_actions(cfg: DictConfig, frames: int, action_dim: int) -> torch.Tensor:

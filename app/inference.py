@@ -20,7 +20,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from engine.worlds.session import Session
+from engine.core.session import Session
 
 # Called at a tick's start: (action, time of the oldest input it carries), or None when out of actions.
 ActionSource = Callable[[], tuple[torch.Tensor, float] | None]

@@ -33,16 +33,16 @@ from app.hud import (
 from app.inference import InferenceLoop, Tick
 from app.input import CONTROLS, Command, InputHandler, InputState, game_controls, live_actions
 from app.recorder import Recorder
-from app.recording import install_signal_finalizers
 from app.render import Renderer
 from app.replay import RecordingViewer, ReplayPlan, ReplaySource, load_replay
 from app.window import Window
 from engine.actions.keymap import Keymap
 from engine.backends.device import leave_core_for_io
+from engine.core.config import load_world_config
+from engine.core.loader import open_session, session_extras, world_overrides
+from engine.core.session import Session
 from engine.errors import ConfigError
-from engine.worlds.config import load_world_config
-from engine.worlds.loader import open_session, session_extras, world_overrides
-from engine.worlds.session import Session
+from engine.recordings import install_signal_finalizers
 
 DEFAULT_WINDOW = (1280, 720)
 POLL_MS = 4

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from app.inference import Tick
-from app.recording import RecordingError, SegmentWriter
+from engine.recordings import RecordingError, SegmentWriter
 
 
 class Recorder:

@@ -14,8 +14,8 @@ import numpy as np
 import torch
 
 from app.inference import Tick
-from app.recording import read_recording
 from engine.errors import ConfigError
+from engine.recordings import read_recording
 
 _PART = re.compile(r"^(?P<stem>.+)-part(?P<number>\d+)$")
 

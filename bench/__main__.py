@@ -8,10 +8,13 @@ import sys
 
 import torch
 
-from bench import diamond, kernels, minecraft, retrieval, worldmar
+from bench import kernels, retrieval
 from engine.backends.choose import BACKENDS
 from engine.backends.device import resolve_device, resolve_dtype
 from engine.errors import EngineError
+from engine.families.diamond import bench as diamond
+from engine.families.oasis import bench as minecraft
+from engine.families.worldmar import bench as worldmar
 
 
 def run_minecraft(args: argparse.Namespace, device: torch.device, dtype: torch.dtype) -> dict:

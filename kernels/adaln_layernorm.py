@@ -1,6 +1,6 @@
 """Fused adaLN modulate + LayerNorm: `layer_norm(x) * (1 + scale) + shift` in one pass over x.
 
-The Oasis DiT applies it four times per block (engine/models/oasis_dit.py: `modulate(layer_norm(x), ...)`),
+The Oasis DiT applies it four times per block (engine/families/oasis/dit.py: `modulate(layer_norm(x), ...)`),
 on tokens x (B, T, h, w, D) with one shift/scale row per frame (B, T, 1, 1, D). Unfused, eager PyTorch
 reads and writes x three times; the kernel reads x once, keeps the row in registers, and writes once.
 

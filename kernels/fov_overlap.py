@@ -22,11 +22,12 @@ import os
 
 import torch
 
-from engine.memory.retrieval import NUM_FORMS, fov_mask_from_forms
-
 BLOCK_P = 32
 BLOCK_N = 128
 MAX_SPLIT_N = 64
+DEFAULT_CHUNK_ELEMENTS = 1 << 16
+# Rows of the linear forms (`engine.memory.retrieval.linear_forms`): wedge, band low, band high, x, z.
+NUM_FORMS = 5
 
 
 def triton_available() -> bool:
@@ -36,6 +37,48 @@ def triton_available() -> bool:
 def kernel_runs_on(device: torch.device) -> bool:
     """Triton is installed and can run on `device`: CUDA, or any tensors in Triton's interpreter."""
     return triton_available() and (device.type == "cuda" or os.environ.get("TRITON_INTERPRET") == "1")
+
+
+def homogeneous(points: torch.Tensor) -> torch.Tensor:
+    """`(N, 3)` points -> `(4, N)` columns `(px, py, pz, 1)`."""
+    return torch.cat([points.T, points.new_ones((1, points.shape[0]))]).contiguous()
+
+
+def fov_mask_from_forms(points: torch.Tensor, a: torch.Tensor, b: torch.Tensor,
+                        chunk_elements: int = DEFAULT_CHUNK_ELEMENTS, out: torch.Tensor | None = None) -> torch.Tensor:
+    """FOV test of `(N, 3)` points for cameras given by `linear_forms` `(P, 5, 4), (P, 3)`: `(P, N)`
+    float, 1.0 where visible (written into `out` when given).
+
+    Cameras are processed in chunks of about `chunk_elements` pairs, so the scratch buffers stay in
+    cache whatever P is. A float mask (not bool) because comparisons into float are several times
+    faster on CPU and the greedy steps multiply it with the remaining-points vector anyway.
+    """
+    num_poses, num_points = a.shape[0], points.shape[0]
+    if out is None:
+        out = torch.empty((num_poses, num_points), dtype=points.dtype, device=points.device)
+    if num_poses == 0 or num_points == 0:
+        return out
+    columns = homogeneous(points)
+    rows = max(1, min(num_poses, chunk_elements // num_points))
+    # Form-major scratch, so every form of a chunk is one contiguous (rows, N) block.
+    scratch = torch.empty(NUM_FORMS * rows * num_points, dtype=points.dtype, device=points.device)
+    dist = torch.empty((rows, num_points), dtype=points.dtype, device=points.device)
+    a_by_form = a.transpose(0, 1)
+    for start in range(0, num_poses, rows):
+        stop = min(start + rows, num_poses)
+        n = stop - start
+        f, h = scratch[: NUM_FORMS * n * num_points].view(NUM_FORMS * n, num_points), dist[:n]
+        torch.mm(a_by_form[:, start:stop].reshape(NUM_FORMS * n, 4), columns, out=f)
+        wedge, low, high, x, z = f.view(NUM_FORMS, n, num_points).unbind(0)
+        torch.mul(x, x, out=h).addcmul_(z, z).sqrt_()
+        coeff = b[start:stop, :, None]
+        wedge.addcmul_(h, coeff[:, 0])
+        low.addcmul_(h, coeff[:, 1])
+        high.addcmul_(h, coeff[:, 2])
+        torch.minimum(wedge, low, out=x)
+        torch.minimum(x, high, out=z)
+        torch.gt(z, 0, out=out[start:stop])
+    return out
 
 
 def fov_overlap_counts_reference(points: torch.Tensor, a: torch.Tensor, b: torch.Tensor,

@@ -1,4 +1,4 @@
-"""Fused rotary-embedding apply in Oasis's interleaved-pair convention (engine/models/rotary.py).
+"""Fused rotary-embedding apply in Oasis's interleaved-pair convention (engine/families/oasis/rotary.py).
 
 `rotate_pairs` rotates feature pairs (x[2j], x[2j+1]) by the table's angle and passes the features past
 the table through; eagerly that is a slice, an unflatten, a stack of the swapped pair, two products, a
@@ -19,14 +19,14 @@ import functools
 
 import torch
 
-from engine.models.rotary import rotate_pairs
+from engine.families.oasis.rotary import rotate_pairs
 from kernels.adaln_layernorm import kernel_runs_on
 
 Table = tuple[torch.Tensor, torch.Tensor]
 
 
 def rotate_pairs_reference(x: torch.Tensor, table: Table) -> torch.Tensor:
-    """The PyTorch definition: `engine.models.rotary.rotate_pairs`."""
+    """The PyTorch definition: `engine.families.oasis.rotary.rotate_pairs`."""
     return rotate_pairs(x, table)
 
 

@@ -60,7 +60,7 @@ def load_sampler_dit(oasis_dir: Path, spec: dict):
     """The fixture DiT that `sampler.json` (spec) names, with its weights, in eval mode."""
     from safetensors.torch import load_file
 
-    from engine.models.oasis_dit import OasisDiT
+    from engine.families.oasis.dit import OasisDiT
 
     model = OasisDiT(**read_json(oasis_dir / spec["dit_config"])["kwargs"]).eval()
     model.load_state_dict(load_file(oasis_dir / "dit.safetensors"), strict=False)
@@ -69,7 +69,7 @@ def load_sampler_dit(oasis_dir: Path, spec: dict):
 
 def settings_from(spec: dict):
     """The diffusion-forcing settings of `sampler.json`."""
-    from engine.sampling.diffusion_forcing import DiffusionForcingSettings
+    from engine.families.oasis.diffusion_forcing import DiffusionForcingSettings
 
     return DiffusionForcingSettings(
         ddim_steps=spec["ddim_steps"], stabilization_level=spec["stabilization_level"],

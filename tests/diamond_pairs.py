@@ -10,10 +10,10 @@ from safetensors.torch import load_file
 
 from engine.actions.keymap import Keymap
 from engine.backends.base import Backend
-from engine.worlds.atari import AtariSession
-from engine.worlds.config import load_world_config
-from engine.worlds.csgo import CsgoSession
-from engine.worlds.loader import load_networks
+from engine.core.config import load_world_config
+from engine.core.loader import load_networks
+from engine.families.diamond.atari import AtariSession
+from engine.families.diamond.csgo import CsgoSession
 
 ATARI_ROLES = ("denoiser", "rew_end_model", "actor_critic")
 FRAME_LEVELS = 2  # uint8 levels between two ways of computing the same frame

@@ -12,9 +12,9 @@ import torch
 
 from app.inference import InferenceLoop
 from app.recorder import Recorder
-from app.recording import read_recording
 from app.replay import ReplaySource, load_replay
-from engine.worlds.loader import open_session
+from engine.core.loader import open_session
+from engine.recordings import read_recording
 from tests.test_app_support import TickLog
 from tests.tiny_world import make_tiny_oasis_world
 

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 
 from app.player import open_player
-from app.recording import read_recording
 from engine.actions.vpt import ACTION_KEYS
 from engine.errors import ConfigError
+from engine.recordings import read_recording
 from tests.conftest import PROJECT_ROOT
 from tests.test_app_support import (
     TickLog,

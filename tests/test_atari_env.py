@@ -14,7 +14,7 @@ from gymnasium.wrappers import AtariPreprocessing
 
 from engine.actions.atari import ATARI_100K_GAMES, GAME_ACTIONS, env_id, minimal_action_names
 from engine.errors import ConfigError
-from engine.worlds.ale_env import AtariEnv, AtariEnvSettings, collect_segment, to_model_frames
+from engine.families.diamond.ale_env import AtariEnv, AtariEnvSettings, collect_segment, to_model_frames
 
 gym.register_envs(ale_py)
 ale_py.ALEInterface.setLoggerMode(ale_py.LoggerMode.Error)

@@ -27,16 +27,16 @@ from safetensors.torch import load_file
 
 import launcher
 from app.inference import InferenceLoop
-from app.recording import read_recording
 from engine.actions.atari import GAME_ACTIONS, env_id, minimal_action_names, one_hot
 from engine.actions.keymap import Keymap
 from engine.actions.vpt import ACTION_KEYS, CAMERA_KEYS
 from engine.checkpoints.__main__ import main as checkpoints_cli
+from engine.core.config import load_world_config
+from engine.core.loader import load_networks, open_session
+from engine.core.noise import ReplayNoise, SeededNoise
 from engine.errors import CheckpointError, ConfigError
-from engine.models.diamond_agent import policy_action
-from engine.sampling.edm import EdmSamplerConfig, sample_reference
-from engine.sampling.noise import ReplayNoise, SeededNoise
-from engine.worlds.atari import (
+from engine.families.diamond.agent import policy_action
+from engine.families.diamond.atari import (
     OUTCOME_STREAM,
     POLICY_STREAM,
     AtariSession,
@@ -44,8 +44,8 @@ from engine.worlds.atari import (
     stream_seed,
     to_uint8,
 )
-from engine.worlds.config import load_world_config
-from engine.worlds.loader import load_networks, open_session
+from engine.families.diamond.edm import EdmSamplerConfig, sample_reference
+from engine.recordings import read_recording
 from tests.conftest import PROJECT_ROOT, read_json
 from tests.hub_server import FakeHub
 from tests.test_app_loop import wait_until

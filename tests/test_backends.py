@@ -18,15 +18,15 @@ from engine.backends import compiled
 from engine.backends.base import Backend
 from engine.backends.choose import make_backend
 from engine.backends.compiled import CompileBackend
-from engine.backends.oasis_sampler import BackendDiffusionForcing
-from engine.backends.oasis_units import OasisUnits, pack_modulations, unpack_modulations
 from engine.backends.tensorrt import write_sidecar
 from engine.backends.trt_backend import engine_problem, refusal
+from engine.core.loader import open_session
+from engine.core.noise import ReplayNoise, SeededNoise
 from engine.errors import EngineError
-from engine.models.oasis_dit import OasisDiT
-from engine.sampling.diffusion_forcing import CachedDiffusionForcing, generate
-from engine.sampling.noise import ReplayNoise, SeededNoise
-from engine.worlds.loader import open_session
+from engine.families.oasis.diffusion_forcing import CachedDiffusionForcing, generate
+from engine.families.oasis.dit import OasisDiT
+from engine.families.oasis.sampler import BackendDiffusionForcing
+from engine.families.oasis.units import OasisUnits, pack_modulations, unpack_modulations
 from tests.conftest import load_sampler_dit, read_json, settings_from
 from tests.tiny_world import make_tiny_oasis_world
 

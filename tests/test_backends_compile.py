@@ -14,12 +14,12 @@ import torch
 from safetensors.torch import load_file
 
 from engine.backends.compiled import CompileBackend
-from engine.backends.oasis_sampler import BackendDiffusionForcing
-from engine.models.diamond_denoiser import Denoiser, DenoiserConfig
-from engine.models.oasis_dit import OasisDiT
-from engine.sampling.diffusion_forcing import CachedDiffusionForcing, DiffusionForcingSettings, generate
-from engine.sampling.noise import ReplayNoise, SeededNoise
-from engine.worlds.loader import open_session
+from engine.core.loader import open_session
+from engine.core.noise import ReplayNoise, SeededNoise
+from engine.families.diamond.denoiser import Denoiser, DenoiserConfig
+from engine.families.oasis.diffusion_forcing import CachedDiffusionForcing, DiffusionForcingSettings, generate
+from engine.families.oasis.dit import OasisDiT
+from engine.families.oasis.sampler import BackendDiffusionForcing
 from tests.conftest import read_json, record_host_transfers
 from tests.diamond_pairs import assert_atari_ticks_agree, assert_csgo_ticks_agree, atari_pair
 from tests.test_atari_world import write_tiny_world as write_tiny_atari_world

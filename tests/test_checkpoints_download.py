@@ -34,7 +34,7 @@ import json, sys
 from pathlib import Path
 from engine.checkpoints.resolve import resolve_checkpoint_files
 from engine.errors import CheckpointError
-from engine.worlds.config import load_world_config
+from engine.core.config import load_world_config
 try:
     files = resolve_checkpoint_files(load_world_config(sys.argv[1]), project_root=Path(sys.argv[2]))
 except CheckpointError as exc:

@@ -16,8 +16,8 @@ import torch
 from safetensors.torch import save_file
 
 from engine.checkpoints.loading import alias_groups, state_shapes
-from engine.worlds.config import load_world_config
-from engine.worlds.networks import build_networks
+from engine.core.config import load_world_config
+from engine.core.networks import build_networks
 from tests.conftest import PROJECT_ROOT, read_json
 
 MANIFESTS = {"dit": "manifest_dit_s2.json", "vae": "manifest_vit_l_20.json"}

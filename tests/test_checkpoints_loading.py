@@ -50,7 +50,7 @@ def dit_spec(oasis_dir) -> dict:
 
 
 def test_fixture_dit_loads_with_aliases_absent_from_the_file(oasis_dir, dit_spec):
-    from engine.models.oasis_dit import OasisDiT
+    from engine.families.oasis.dit import OasisDiT
 
     stored = load_file(oasis_dir / "dit.safetensors")
     aliases = dit_spec["shared_tensor_aliases_not_stored"]
@@ -66,7 +66,7 @@ def test_fixture_dit_loads_with_aliases_absent_from_the_file(oasis_dir, dit_spec
 
 
 def test_prefixed_dit_error_names_the_prefix(oasis_dir, dit_spec):
-    from engine.models.oasis_dit import OasisDiT
+    from engine.families.oasis.dit import OasisDiT
 
     stored = {f"model.{key}": value for key, value in load_file(oasis_dir / "dit.safetensors").items()}
     with pytest.raises(CheckpointError) as exc:
@@ -77,7 +77,7 @@ def test_prefixed_dit_error_names_the_prefix(oasis_dir, dit_spec):
 
 @pytest.mark.parametrize("device", ["cpu", "meta"])
 def test_aliases_are_detected_from_the_module(dit_spec, device):
-    from engine.models.oasis_dit import OasisDiT
+    from engine.families.oasis.dit import OasisDiT
 
     with torch.device(device):
         model = OasisDiT(**dit_spec["kwargs"])
@@ -89,7 +89,7 @@ def test_aliases_are_detected_from_the_module(dit_spec, device):
 
 
 def test_fixture_vae_loads_strictly(oasis_dir):
-    from engine.models.oasis_vae import OasisVAE
+    from engine.families.oasis.vae import OasisVAE
 
     model = OasisVAE(**read_json(oasis_dir / "vae.json")["kwargs"])
     load_into(model, oasis_dir / "vae.safetensors")
@@ -101,7 +101,7 @@ def test_fixture_vae_loads_strictly(oasis_dir):
 
 
 def test_meta_module_takes_the_file_tensors(oasis_dir, dit_spec):
-    from engine.models.oasis_dit import OasisDiT
+    from engine.families.oasis.dit import OasisDiT
 
     with torch.device("meta"):
         model = OasisDiT(**dit_spec["kwargs"])

@@ -15,19 +15,19 @@ import yaml
 from safetensors.torch import load_file
 
 import launcher
-from app.recording import read_recording
 from engine.actions.csgo import encode_csgo_action
 from engine.actions.keymap import Keymap
 from engine.checkpoints.__main__ import main as checkpoints_main
 from engine.checkpoints.loading import state_shapes
+from engine.core.config import load_world_config
+from engine.core.loader import load_networks, open_session
+from engine.core.networks import build_networks
 from engine.errors import CheckpointError, ConfigError
-from engine.models.diamond_denoiser import Denoiser, DenoiserConfig
-from engine.models.diamond_play import PlayDenoiser
-from engine.worlds.config import load_world_config
-from engine.worlds.csgo import PlayTick, ReferenceTick, preset_settings, to_uint8
-from engine.worlds.csgo_spawn import SPAWN_FILES, resolve_spawn_root
-from engine.worlds.loader import load_networks, open_session
-from engine.worlds.networks import build_networks
+from engine.families.diamond.csgo import PlayTick, ReferenceTick, preset_settings, to_uint8
+from engine.families.diamond.csgo_spawn import SPAWN_FILES, resolve_spawn_root
+from engine.families.diamond.denoiser import Denoiser, DenoiserConfig
+from engine.families.diamond.play import PlayDenoiser
+from engine.recordings import read_recording
 from tests.conftest import read_json
 from tests.hub_server import FakeHub
 from tests.test_checkpoints_download import hub_env
@@ -308,8 +308,8 @@ SPAWN_SCRIPT = """
 import sys
 from pathlib import Path
 from engine.errors import ConfigError
-from engine.worlds.config import load_world_config
-from engine.worlds.csgo_spawn import hub_spawn_dir, resolve_spawn_root, spawn_point_dirs
+from engine.core.config import load_world_config
+from engine.families.diamond.csgo_spawn import hub_spawn_dir, resolve_spawn_root, spawn_point_dirs
 try:
     root = resolve_spawn_root(load_world_config(sys.argv[1]), project_root=Path(sys.argv[2]))
 except ConfigError as exc:

@@ -13,9 +13,9 @@ import torch
 from safetensors.torch import load_file
 
 from engine.errors import CheckpointError
-from engine.models.diamond_agent import ActorCritic, ActorCriticConfig, RewEndModel, RewEndModelConfig
-from engine.models.diamond_denoiser import Denoiser, DenoiserConfig, quantize
-from engine.models.diamond_unet import FourierFeatures
+from engine.families.diamond.agent import ActorCritic, ActorCriticConfig, RewEndModel, RewEndModelConfig
+from engine.families.diamond.denoiser import Denoiser, DenoiserConfig, quantize
+from engine.families.diamond.unet import FourierFeatures
 from tests.conftest import read_json
 
 RAW = {"atol": 1e-5, "rtol": 1e-5}

@@ -15,9 +15,9 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
-from engine.models.diamond_denoiser import Denoiser, DenoiserConfig
-from engine.sampling.edm import EdmSampler, EdmSamplerConfig, build_sigmas, sample_reference
-from engine.sampling.noise import ReplayNoise, SeededNoise
+from engine.core.noise import ReplayNoise, SeededNoise
+from engine.families.diamond.denoiser import Denoiser, DenoiserConfig
+from engine.families.diamond.edm import EdmSampler, EdmSamplerConfig, build_sigmas, sample_reference
 from tests.conftest import read_json
 from tests.test_diamond_models import assert_quantized_close
 

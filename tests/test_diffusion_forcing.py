@@ -6,14 +6,14 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from engine.models.oasis_dit import OasisDiT
-from engine.sampling.diffusion_forcing import (
+from engine.core.noise import ReplayNoise, SeededNoise
+from engine.families.oasis.diffusion_forcing import (
     CachedDiffusionForcing,
     ReferenceDiffusionForcing,
     generate,
 )
-from engine.sampling.noise import ReplayNoise, SeededNoise
-from engine.sampling.schedules import alphas_cumprod, ddim_noise_levels
+from engine.families.oasis.dit import OasisDiT
+from engine.families.oasis.schedules import alphas_cumprod, ddim_noise_levels
 from tests.conftest import load_sampler_dit, read_json, settings_from
 
 TOL = {"rtol": 1e-4, "atol": 1e-4}

@@ -12,16 +12,17 @@ import torch
 
 import build_trt
 from engine.backends import export
-from engine.backends.export import check_onnx, export_onnx, oasis_exports, run_onnx
-from engine.backends.oasis_units import pack_modulations
+from engine.backends.export import check_onnx, export_onnx, run_onnx
 from engine.backends.tensorrt import check_sidecar, read_sidecar
 from engine.checkpoints.resolve import resolve_checkpoint_files
 from engine.checkpoints.verify import file_sha256
-from engine.sampling.diffusion_forcing import CachedDiffusionForcing
-from engine.sampling.noise import ReplayNoise
-from engine.worlds.config import load_world_config
-from engine.worlds.loader import load_networks
-from engine.worlds.oasis import sampler_settings
+from engine.core.config import load_world_config
+from engine.core.loader import load_networks
+from engine.core.noise import ReplayNoise
+from engine.families.oasis.diffusion_forcing import CachedDiffusionForcing
+from engine.families.oasis.exports import oasis_exports
+from engine.families.oasis.units import pack_modulations
+from engine.families.oasis.world import sampler_settings
 from tests.tiny_world import make_tiny_oasis_world
 
 NETWORKS = ("dit_prefill", "dit_append", "dit_step", "vae_decoder", "vae_encoder")

@@ -16,10 +16,10 @@ import build_trt
 from engine.backends.export import run_onnx
 from engine.backends.tensorrt import read_sidecar
 from engine.checkpoints.verify import file_sha256
-from engine.worlds.config import load_world_config
-from engine.worlds.csgo import CsgoSession
-from engine.worlds.csgo_spawn import spawn_point_dirs
-from engine.worlds.loader import load_networks
+from engine.core.config import load_world_config
+from engine.core.loader import load_networks
+from engine.families.diamond.csgo import CsgoSession
+from engine.families.diamond.csgo_spawn import spawn_point_dirs
 from tests.conftest import read_json
 from tests.diamond_pairs import assert_atari_ticks_agree, assert_csgo_ticks_agree, atari_pair
 from tests.onnx_units import OnnxUnitsBackend

@@ -12,10 +12,10 @@ import torch
 from safetensors.torch import load_file
 
 from engine.backends.export import check_onnx, export_all, onnx_session
-from engine.backends.export_worldmar import mar_inputs, worldmar_exports
-from engine.backends.worldmar_units import MARStep
-from engine.models.worldmar import WorldMAR, load_reference_checkpoint
-from engine.sampling.mar import largest_group, reveal_schedule
+from engine.families.worldmar.exports import mar_inputs, worldmar_exports
+from engine.families.worldmar.mar import largest_group, reveal_schedule
+from engine.families.worldmar.model import WorldMAR, load_reference_checkpoint
+from engine.families.worldmar.units import MARStep
 from tests.conftest import read_json
 
 ATOL = 1e-4

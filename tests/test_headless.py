@@ -12,9 +12,9 @@ import pytest
 import torch
 
 import launcher
-from app.recording import read_recording
 from engine.actions.vpt import load_action_stream
-from engine.worlds.loader import open_session
+from engine.core.loader import open_session
+from engine.recordings import read_recording
 from tests.conftest import PROJECT_ROOT
 from tests.tiny_world import make_tiny_oasis_world
 

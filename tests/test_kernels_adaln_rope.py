@@ -16,8 +16,14 @@ import textwrap
 import pytest
 import torch
 
-from engine.models.oasis_dit import layer_norm, modulate
-from engine.models.rotary import axial_angles, pair_angles, pixel_frequencies, rotate_pairs, rotation_table
+from engine.families.oasis.dit import layer_norm, modulate
+from engine.families.oasis.rotary import (
+    axial_angles,
+    pair_angles,
+    pixel_frequencies,
+    rotate_pairs,
+    rotation_table,
+)
 from kernels.adaln_layernorm import _rows_per_condition, adaln_layernorm, adaln_layernorm_reference
 from kernels.rope import rotate_pairs_fused, rotate_pairs_reference, table_layout
 from tests.conftest import PROJECT_ROOT
@@ -29,7 +35,7 @@ SHAPES = [(2, 2, 2, 3, 64, 4), (1, 1, 3, 2, 96, 4)]
 
 CHECK = textwrap.dedent("""
     import torch
-    from engine.models.rotary import axial_angles, pair_angles, pixel_frequencies, rotation_table
+    from engine.families.oasis.rotary import axial_angles, pair_angles, pixel_frequencies, rotation_table
     from kernels.adaln_layernorm import adaln_layernorm, adaln_layernorm_reference, kernel_runs_on
     from kernels.rope import rotate_pairs_fused, rotate_pairs_reference
 

@@ -16,16 +16,16 @@ import numpy as np
 import pytest
 import torch
 
-from app.recording import read_recording
 from engine.actions.vpt import ACTION_KEYS, camera_value, load_action_stream
 from engine.checkpoints.resolve import resolve_checkpoint_files
+from engine.core.config import load_world_config
+from engine.core.loader import open_session
 from engine.errors import CheckpointError, ConfigError
+from engine.families.worldmar.world import dataset_action
 from engine.memory.integrator import PoseIntegrator
 from engine.memory.reference_retrieval import reference_retrieve
 from engine.memory.retrieval import generate_points_in_sphere
-from engine.worlds.config import load_world_config
-from engine.worlds.loader import open_session
-from engine.worlds.worldmar import dataset_action
+from engine.recordings import read_recording
 from tests.conftest import PROJECT_ROOT
 from tests.tiny_mar_world import make_tiny_mar_world
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from engine.models.oasis_dit import OasisDiT
-from engine.models.oasis_vae import OasisVAE
+from engine.families.oasis.dit import OasisDiT
+from engine.families.oasis.vae import OasisVAE
 from tests.conftest import read_json
 
 TOL = {"rtol": 1e-4, "atol": 1e-4}

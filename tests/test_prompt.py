@@ -10,8 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
+from engine.core.prompt import load_prompt_frames
 from engine.errors import ConfigError
-from engine.worlds.prompt import load_prompt_frames
 from tests.conftest import fixture_root
 
 SAMPLE_IMAGE = fixture_root() / "oasis" / "vpt" / "sample_image_0.png"

@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 import torch
 
-import app.recording as recording
-from app.recording import RecordingError, SegmentWriter, read_recording, recover_segment
+import engine.recordings as recording
 from engine.errors import ConfigError
+from engine.recordings import RecordingError, SegmentWriter, read_recording, recover_segment
 from tests.conftest import PROJECT_ROOT
 
 
@@ -150,13 +150,13 @@ def test_split_at_max_bytes(tmp_path: Path) -> None:
 
 
 def test_append_does_not_wait_for_the_encoder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    slow_write = recording._Encoder.write
+    slow_write = recording.encoder.Encoder.write
 
     def write(self, frame):
         time.sleep(0.05)
         slow_write(self, frame)
 
-    monkeypatch.setattr(recording._Encoder, "write", write)
+    monkeypatch.setattr(recording.encoder.Encoder, "write", write)
     writer = SegmentWriter(tmp_path / "slow", world="w", fps=20, queue_frames=32)
     frame = make_frame(0, 32, 32)
     start = time.perf_counter()
@@ -188,7 +188,7 @@ def test_append_checks_its_inputs(tmp_path: Path) -> None:
 
 
 def test_disk_full_keeps_what_was_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    real_write_chunk, calls = recording._write_chunk, []
+    real_write_chunk, calls = recording.writer.write_chunk, []
 
     def write_chunk(path, arrays):
         calls.append(path)
@@ -196,7 +196,7 @@ def test_disk_full_keeps_what_was_written(tmp_path: Path, monkeypatch: pytest.Mo
             raise OSError(errno.ENOSPC, "No space left on device", str(path))
         real_write_chunk(path, arrays)
 
-    monkeypatch.setattr(recording, "_write_chunk", write_chunk)
+    monkeypatch.setattr(recording.writer, "write_chunk", write_chunk)
     writer = SegmentWriter(tmp_path / "full", world="w", fps=20, chunk_frames=5)
     for t in range(30):
         writer.append(make_frame(t, 32, 48), np.zeros(2))
@@ -222,7 +222,7 @@ def test_read_recording_errors(tmp_path: Path) -> None:
 
 CHILD = "import numpy as np\n" + inspect.getsource(make_frame) + textwrap.dedent('''
     import sys, time
-    from app.recording import SegmentWriter, install_signal_finalizers
+    from engine.recordings import SegmentWriter, install_signal_finalizers
 
     install_signal_finalizers()
     writer = SegmentWriter(sys.argv[1], world="test", fps=20, metadata={"seed": 7}, chunk_frames=5)

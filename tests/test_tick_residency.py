@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from engine.worlds.loader import open_session
+from engine.core.loader import open_session
 from tests.conftest import record_host_transfers
 from tests.tiny_world import make_tiny_oasis_world
 

@@ -15,11 +15,11 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 from torch.utils.data import DataLoader
 
-from app.recording import SegmentWriter
 from engine.actions.keymap import Keymap
 from engine.actions.vpt import ACTION_KEYS, PITCH_COLUMN, YAW_COLUMN, camera_value
 from engine.errors import ConfigError
-from engine.models.oasis_vae import OasisVAE
+from engine.families.oasis.vae import OasisVAE
+from engine.recordings import SegmentWriter
 from engine.train.data import (
     ArrayFrames,
     DiamondSegments,

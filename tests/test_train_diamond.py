@@ -7,13 +7,13 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
-from engine.models.diamond_denoiser import quantize
+from engine.core.loader import open_session
+from engine.families.diamond import atari
+from engine.families.diamond.denoiser import quantize
+from engine.families.diamond.loss import DiamondDenoising, SigmaDistribution
 from engine.train.config import load_train_config
-from engine.train.losses.diamond import DiamondDenoising, SigmaDistribution
 from engine.train.rng import BatchRandom
 from engine.train.trainer import train
-from engine.worlds import atari
-from engine.worlds.loader import open_session
 from tests.train_support import atari_data
 
 

@@ -11,17 +11,17 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from engine.errors import ConfigError
-from engine.models.oasis_dit import OasisDiT
-from engine.models.oasis_vae import OasisVAE
-from engine.models.worldmar import WorldMAR
+from engine.families.diamond import atari
+from engine.families.oasis.dit import OasisDiT
+from engine.families.oasis.recipe import dit_kwargs
+from engine.families.oasis.vae import OasisVAE
+from engine.families.worldmar.model import WorldMAR
 from engine.train.batches import EpochDataset, StepBatches
 from engine.train.config import available_configs, load_train_config
 from engine.train.ema import EMA
-from engine.train.recipes.oasis import dit_kwargs
 from engine.train.rng import BatchRandom
 from engine.train.schedule import warmup_cosine_factor
 from engine.train.trainer import autocast_context
-from engine.worlds import atari
 
 
 def test_warmup_then_cosine_to_floor():

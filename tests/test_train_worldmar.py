@@ -8,9 +8,9 @@ import json
 import numpy as np
 import torch
 
-from engine.models.worldmar import WorldMAR
+from engine.families.worldmar.loss import training_draws
+from engine.families.worldmar.model import WorldMAR
 from engine.train.config import load_train_config
-from engine.train.losses.worldmar import training_draws
 from engine.train.panorama import write_panorama_dataset
 from engine.train.rng import BatchRandom
 from engine.train.trainer import train

@@ -27,18 +27,18 @@ import build_trt
 from engine.actions.vpt import ACTION_KEYS, camera_value
 from engine.backends.base import Backend
 from engine.backends.compiled import CompileBackend
-from engine.backends.mar_sampler import BackendMARSampler
 from engine.backends.tensorrt import read_sidecar
 from engine.checkpoints.resolve import resolve_checkpoint_files
+from engine.core.config import load_world_config
+from engine.core.loader import load_networks, open_session
+from engine.core.noise import ReplayNoise, SeededNoise
+from engine.core.prompt import load_prompt_frames
+from engine.core.spawn import resolve_prompt_file
 from engine.errors import ConfigError
-from engine.models.worldmar import WorldMAR, load_reference_checkpoint
-from engine.sampling.mar import MARSampler, MARSettings, largest_group
-from engine.sampling.noise import ReplayNoise, SeededNoise
-from engine.worlds.config import load_world_config
-from engine.worlds.loader import load_networks, open_session
-from engine.worlds.prompt import load_prompt_frames
-from engine.worlds.spawn import resolve_prompt_file
-from engine.worlds.worldmar import WorldMARSession
+from engine.families.worldmar.mar import MARSampler, MARSettings, largest_group
+from engine.families.worldmar.model import WorldMAR, load_reference_checkpoint
+from engine.families.worldmar.sampler import BackendMARSampler
+from engine.families.worldmar.world import WorldMARSession
 from tests.conftest import record_host_transfers
 from tests.onnx_units import OnnxUnitsBackend
 from tests.test_worldmar_model import inputs, replayed_start_noise

@@ -11,19 +11,13 @@ import torch
 from safetensors.torch import load_file
 
 from engine.checkpoints.loading import alias_groups, check_module, state_shapes
+from engine.core.noise import ReplayNoise, SeededNoise
 from engine.errors import CheckpointError
-from engine.models.worldmar import (
-    SCALE_FACTOR,
-    LossTerms,
-    TrainingDraws,
-    WorldMAR,
-    load_reference_checkpoint,
-    reference_state_dict,
-)
-from engine.models.worldmar_blocks import AttentionDropout
-from engine.models.worldmar_conditioning import frame_timestamps, plucker_tokens
-from engine.models.worldmar_diffusion import space_timesteps
-from engine.models.worldmar_masks import (
+from engine.families.worldmar.blocks import AttentionDropout
+from engine.families.worldmar.conditioning import frame_timestamps, plucker_tokens
+from engine.families.worldmar.diffusion import space_timesteps
+from engine.families.worldmar.mar import MARSampler, MARSettings, ddim_trajectory, reveal_schedule
+from engine.families.worldmar.masks import (
     mask_from_orders,
     masked_counts,
     padding_mask,
@@ -31,8 +25,14 @@ from engine.models.worldmar_masks import (
     truncated_mask_rate,
     with_buffer_row,
 )
-from engine.sampling.mar import MARSampler, MARSettings, ddim_trajectory, reveal_schedule
-from engine.sampling.noise import ReplayNoise, SeededNoise
+from engine.families.worldmar.model import (
+    SCALE_FACTOR,
+    LossTerms,
+    TrainingDraws,
+    WorldMAR,
+    load_reference_checkpoint,
+    reference_state_dict,
+)
 from tests.conftest import read_json
 
 EMB_TOL = {"atol": 1e-4, "rtol": 1e-4}

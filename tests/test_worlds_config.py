@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from engine.core.config import load_world_config
+from engine.core.networks import network_classes
 from engine.errors import ConfigError
-from engine.worlds.config import load_world_config
-from engine.worlds.families import FAMILY_MODULES, family_module
-from engine.worlds.networks import network_classes
+from engine.families import FAMILY_MODULES, family_module
 
 
 def test_overrides_apply_on_top_of_the_world_file() -> None:

@@ -12,8 +12,8 @@ import yaml
 from PIL import Image
 from safetensors.torch import save_model
 
-from engine.models.oasis_vae import OasisVAE
-from engine.models.worldmar import REFERENCE_TRAINER_KWARGS
+from engine.families.oasis.vae import OasisVAE
+from engine.families.worldmar.model import REFERENCE_TRAINER_KWARGS
 from tests.conftest import read_json
 
 

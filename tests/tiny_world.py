@@ -10,7 +10,7 @@ import yaml
 from PIL import Image
 from safetensors.torch import save_model
 
-from engine.models.oasis_dit import OasisDiT
+from engine.families.oasis.dit import OasisDiT
 from tests.conftest import read_json
 
 

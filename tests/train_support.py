@@ -59,7 +59,7 @@ def assert_plays_ema_weights(world: Path, checkpoint: Path, network: str, prefix
     import torch
     from safetensors.torch import load_file
 
-    from engine.worlds.loader import open_session
+    from engine.core.loader import open_session
 
     session = open_session(world, device="cpu", allow_download=False)
     ema = load_file(checkpoint / "ema.safetensors")

@@ -7,10 +7,11 @@ from collections.abc import Mapping
 from omegaconf import DictConfig
 from torch import nn
 
-from engine.backends.export import ExportSpec, oasis_exports
-from engine.backends.export_diamond import diamond_exports
-from engine.backends.export_worldmar import worldmar_tick_exports
+from engine.backends.export import ExportSpec
 from engine.errors import ConfigError
+from engine.families.diamond.exports import diamond_exports
+from engine.families.oasis.exports import oasis_exports
+from engine.families.worldmar.exports import worldmar_tick_exports
 
 
 def _csgo_exports(cfg: DictConfig, networks: Mapping[str, nn.Module]) -> list[ExportSpec]:

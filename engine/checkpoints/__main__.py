@@ -11,8 +11,8 @@ from omegaconf import DictConfig
 
 from engine.checkpoints.resolve import resolve_checkpoint_files
 from engine.checkpoints.verify import convert_to_safetensors, file_sha256, verify_world
+from engine.core.config import load_world_config
 from engine.errors import CheckpointError, EngineError
-from engine.worlds.config import load_world_config
 
 
 def assign_files(world_cfg: DictConfig, args: Sequence[str]) -> dict[str, Path]:

@@ -31,9 +31,9 @@ from engine.checkpoints.loading import (
     tensor_mapping,
     view_identity,
 )
+from engine.core.networks import build_networks
 from engine.errors import CheckpointError
-from engine.worlds.families import family_module
-from engine.worlds.networks import build_networks
+from engine.families import family_module
 
 CHUNK_BYTES = 1 << 24
 

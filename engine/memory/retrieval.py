@@ -33,18 +33,16 @@ from dataclasses import dataclass
 import torch
 
 from engine.memory.integrator import wrap_degrees
+from kernels.fov_overlap import DEFAULT_CHUNK_ELEMENTS, fov_mask_from_forms
 
 FOV_HALF_H = 52.5
 FOV_HALF_V = 37.5
 RECENCY_WEIGHT = 0.2
 EXCLUDED = -1e10
-DEFAULT_CHUNK_ELEMENTS = 1 << 16
 CULL_MARGIN_DEG = 0.01
 COS_HALF_H = math.cos(math.radians(FOV_HALF_H))
 
 OUTSIDE, INSIDE, PARTIAL = 0, 1, 2
-# Rows of `linear_forms`: wedge, band low, band high, x, z.
-NUM_FORMS = 5
 
 
 def generate_points_in_sphere(n_points: int, radius: float, generator: torch.Generator | None = None,
@@ -104,48 +102,6 @@ def linear_forms(poses: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     ], 1)
     b = torch.stack([torch.full_like(cx, -COS_HALF_H), -sin_lo, sin_hi], 1)
     return a.to(poses.dtype), b.to(poses.dtype)
-
-
-def homogeneous(points: torch.Tensor) -> torch.Tensor:
-    """`(N, 3)` points -> `(4, N)` columns `(px, py, pz, 1)`."""
-    return torch.cat([points.T, points.new_ones((1, points.shape[0]))]).contiguous()
-
-
-def fov_mask_from_forms(points: torch.Tensor, a: torch.Tensor, b: torch.Tensor,
-                        chunk_elements: int = DEFAULT_CHUNK_ELEMENTS, out: torch.Tensor | None = None) -> torch.Tensor:
-    """FOV test of `(N, 3)` points for cameras given by `linear_forms` `(P, 5, 4), (P, 3)`: `(P, N)`
-    float, 1.0 where visible (written into `out` when given).
-
-    Cameras are processed in chunks of about `chunk_elements` pairs, so the scratch buffers stay in
-    cache whatever P is. A float mask (not bool) because comparisons into float are several times
-    faster on CPU and the greedy steps multiply it with the remaining-points vector anyway.
-    """
-    num_poses, num_points = a.shape[0], points.shape[0]
-    if out is None:
-        out = torch.empty((num_poses, num_points), dtype=points.dtype, device=points.device)
-    if num_poses == 0 or num_points == 0:
-        return out
-    columns = homogeneous(points)
-    rows = max(1, min(num_poses, chunk_elements // num_points))
-    # Form-major scratch, so every form of a chunk is one contiguous (rows, N) block.
-    scratch = torch.empty(NUM_FORMS * rows * num_points, dtype=points.dtype, device=points.device)
-    dist = torch.empty((rows, num_points), dtype=points.dtype, device=points.device)
-    a_by_form = a.transpose(0, 1)
-    for start in range(0, num_poses, rows):
-        stop = min(start + rows, num_poses)
-        n = stop - start
-        f, h = scratch[: NUM_FORMS * n * num_points].view(NUM_FORMS * n, num_points), dist[:n]
-        torch.mm(a_by_form[:, start:stop].reshape(NUM_FORMS * n, 4), columns, out=f)
-        wedge, low, high, x, z = f.view(NUM_FORMS, n, num_points).unbind(0)
-        torch.mul(x, x, out=h).addcmul_(z, z).sqrt_()
-        coeff = b[start:stop, :, None]
-        wedge.addcmul_(h, coeff[:, 0])
-        low.addcmul_(h, coeff[:, 1])
-        high.addcmul_(h, coeff[:, 2])
-        torch.minimum(wedge, low, out=x)
-        torch.minimum(x, high, out=z)
-        torch.gt(z, 0, out=out[start:stop])
-    return out
 
 
 def fov_mask(points: torch.Tensor, poses: torch.Tensor, chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
@@ -237,7 +193,7 @@ class KernelScorer:
     is compacted, so no step waits for the host."""
 
     def __init__(self, points: torch.Tensor, others: torch.Tensor) -> None:
-        from kernels.fov_overlap import fov_overlap_counts  # kernels imports this module
+        from kernels.fov_overlap import fov_overlap_counts
 
         self._count = fov_overlap_counts
         self.points = points

@@ -1,5 +1,5 @@
 """Real Atari episodes for DIAMOND training: the emulator with DIAMOND's preprocessing (engine/worlds/ale_env),
-played by a random policy, saved as recordings (app/recording.py) with `rewards` and `ends` extras.
+played by a random policy, saved as recordings (engine/recordings) with `rewards` and `ends` extras.
 
 Recording convention: actions[t] is the one-hot action that led into frame t (row 0 all zeros), rewards[t]
 and ends[t] belong to that transition. A life loss ends the episode, as DIAMOND's training env does
@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from app.recording import SegmentWriter
-from engine.worlds.ale_env import AtariEnv, AtariEnvSettings
+from engine.families.diamond.ale_env import AtariEnv, AtariEnvSettings
+from engine.recordings import SegmentWriter
 
 REPEAT_PROBABILITY = 0.75  # the random player holds an action for a few steps, like a person
 

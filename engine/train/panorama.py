@@ -1,4 +1,4 @@
-"""A small panorama world for the tiny training configs: recordings (app/recording.py format) of a camera
+"""A small panorama world for the tiny training configs: recordings (engine/recordings format) of a camera
 looking around a seeded 360-degree landscape, driven by VPT camera actions.
 
 The next frame is the previous view turned by the action's camera change, so a world model has real,
@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from app.recording import SegmentWriter
 from engine.actions.vpt import ACTION_KEYS, PITCH_COLUMN, YAW_COLUMN, camera_value
+from engine.recordings import SegmentWriter
 
 PITCH_LIMIT = 30.0  # degrees up or down
 YAW_STEPS = (-4, -2, -1, 0, 0, 1, 2, 4)  # camera bins (0.5 degrees each) a tick may turn by

@@ -29,7 +29,7 @@ def sample_seed(seed: int, step: int, position: int) -> int:
 class BatchRandom:
     """Per-sample random draws for the local part of a global batch; every draw returns (B, *shape).
 
-    Also serves as a `NoiseSource` (engine.sampling.noise) for play-side code that draws batch-shaped noise.
+    Also serves as a `NoiseSource` (engine.core.noise) for play-side code that draws batch-shaped noise.
     """
 
     def __init__(self, seed: int, step: int, positions: Sequence[int], device: torch.device | str = "cpu") -> None:

@@ -1,4 +1,4 @@
-"""The project's own recordings (app/recording.py `.npz`) as training episodes.
+"""The project's own recordings (engine/recordings `.npz`) as training episodes.
 
 A recording already holds one action per frame in the engine's convention (`actions[t]` conditioned
 frame t), its exact frames and poses. Optional per-frame extras `rewards` and `ends` (written with

@@ -36,4 +36,4 @@ class Recipe(Protocol):
 
 
 def build_recipe(cfg: DictConfig, device: torch.device) -> Recipe:
-    return importlib.import_module(f"engine.train.recipes.{cfg.family}").build(cfg, device)
+    return importlib.import_module(f"engine.families.{cfg.family}.recipe").build(cfg, device)

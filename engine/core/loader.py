@@ -1,0 +1,62 @@
+"""Open a playable session: config -> device -> checkpoints -> networks -> the family's session."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig
+from torch import nn
+
+from engine.backends.device import resolve_device, resolve_dtype
+from engine.checkpoints.loading import load_into
+from engine.checkpoints.resolve import resolve_checkpoint_files
+from engine.checkpoints.verify import checkpoint_prefix
+from engine.core.config import load_world_config
+from engine.core.networks import build_networks
+from engine.core.session import Session, SessionOptions
+from engine.families import family_module
+
+
+def world_overrides(args: argparse.Namespace) -> list[str]:
+    """The launcher's `--set KEY=VALUE` entries, with `--game NAME` as `game=NAME`."""
+    return [*args.set, *([f"game={args.game}"] if args.game else [])]
+
+
+def session_extras(args: argparse.Namespace) -> dict[str, Any]:
+    """Family-specific launch switches (see SessionOptions.extra)."""
+    return {"agent": bool(args.agent), "backend": getattr(args, "backend", "eager")}
+
+
+def load_networks(cfg: DictConfig, files: Mapping[str, Path], device: torch.device,
+                  dtype: torch.dtype) -> dict[str, nn.Module]:
+    """Build on the meta device, allocate without random init, then load the weights strictly
+    (with the family's `load_weights(module, path, prefix)` where it defines one)."""
+    networks = build_networks(cfg, "meta")
+    load = getattr(family_module(cfg.family), "load_weights", load_into)
+    for role, module in networks.items():
+        module.to_empty(device=device)
+        load(module, files[role], prefix=checkpoint_prefix(cfg, role))
+        networks[role] = module.to(dtype)
+    return networks
+
+
+def open_session(world: str | Path, *, device: str = "auto", dtype: str | None = None,
+                 checkpoints: dict[str, Path] | None = None, prompt: str | Path | None = None,
+                 sampler: str = "cached", steps: int | None = None, seed: int = 0,
+                 allow_download: bool = True, overrides: Sequence[str] = (),
+                 extra: dict[str, Any] | None = None) -> Session:
+    """A session of any family, reset to its prompt/spawn frames, ready for `step`."""
+    cfg = load_world_config(world, overrides)
+    family = family_module(cfg.family)
+    dev = resolve_device(device)
+    dt = resolve_dtype(dtype, dev)
+    files = resolve_checkpoint_files(cfg, explicit=checkpoints, allow_download=allow_download)
+    networks = load_networks(cfg, files, dev, dt)
+    options = SessionOptions(sampler=sampler, steps=steps, seed=seed,
+                             prompt=None if prompt is None else Path(prompt), checkpoint_files=dict(files),
+                             allow_download=allow_download, extra=dict(extra or {}))
+    return family.open_world(cfg, networks, options)

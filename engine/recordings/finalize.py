@@ -1,0 +1,69 @@
+"""Finalising open recordings however the program ends: atexit, and SIGTERM/SIGHUP turned into exceptions."""
+
+from __future__ import annotations
+
+import atexit
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from engine.errors import EngineError
+from engine.recordings.writer import OPEN_WRITERS
+
+
+class Terminated(SystemExit):
+    """SIGTERM/SIGHUP turned into an exception, so `finally` blocks and atexit hooks still run."""
+
+
+_EXTRA_CLOSERS: list[Callable[[], Iterable[Any]]] = []
+
+
+def _close_all_at_exit() -> None:
+    if threading.current_thread() is threading.main_thread():
+        # a second Ctrl+C or SIGTERM must not interrupt the finalisation it asked for
+        for signum in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)):
+            if signum is not None:
+                signal.signal(signum, signal.SIG_IGN)
+    writers = [*OPEN_WRITERS, *(w for getter in _EXTRA_CLOSERS for w in getter())]
+    for writer in dict.fromkeys(writers):
+        try:
+            writer.close()
+        except EngineError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+
+
+atexit.register(_close_all_at_exit)
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated(128 + signum)
+
+
+def install_signal_finalizers(writers_getter: Callable[[], Iterable[Any]] | None = None) -> Callable[[], None]:
+    """Make SIGTERM/SIGHUP (and SIGINT, unless ignored) end the program through exceptions, so open
+    recordings are finalised by `with`/`finally` blocks or, at the latest, by the atexit hook.
+
+    Every open SegmentWriter is closed at exit anyway; `writers_getter` adds other objects with a
+    `close()` method. Call from the main thread. Returns a function that restores the previous handlers.
+    """
+    if writers_getter is not None:
+        _EXTRA_CLOSERS.append(writers_getter)
+    previous: dict[int, Any] = {}
+    wanted = [(signal.SIGTERM, _raise_terminated), (signal.SIGINT, signal.default_int_handler)]
+    if hasattr(signal, "SIGHUP"):
+        wanted.append((signal.SIGHUP, _raise_terminated))
+    for signum, handler in wanted:
+        current = signal.getsignal(signum)
+        if current is signal.SIG_IGN:
+            continue
+        previous[signum] = signal.signal(signum, handler)
+
+    def restore() -> None:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        if writers_getter is not None and writers_getter in _EXTRA_CLOSERS:
+            _EXTRA_CLOSERS.remove(writers_getter)
+
+    return restore

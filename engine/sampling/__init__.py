@@ -1,1 +1,0 @@
-"""Samplers: diffusion forcing (Oasis), EDM (DIAMOND), masked autoregression (WorldMAR)."""

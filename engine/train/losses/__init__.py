@@ -1,1 +1,0 @@
-"""Training losses, one module per family, each built on the play side's networks and schedules."""

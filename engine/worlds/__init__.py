@@ -1,1 +1,0 @@
-"""World definitions (assets/worlds/*.yaml) and the sessions that run one tick."""
