@@ -10,12 +10,12 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from app.inference import episode_over, tick_extras
 from engine.actions.keymap import Keymap
 from engine.actions.vpt import load_action_stream
 from engine.backends.device import leave_core_for_io
 from engine.checkpoints.verify import files_sha256
 from engine.core.loader import open_session, session_extras, world_overrides
+from engine.core.runner import Runner, Tick
 from engine.errors import ConfigError
 from engine.recordings import SegmentWriter
 
@@ -55,24 +55,25 @@ def run_headless(args: argparse.Namespace) -> None:
         "action_offset": args.action_offset,
     }
     writer = SegmentWriter(args.out.with_suffix(""), world=session.world, fps=session.fps, metadata=metadata)
+    runner = Runner(session)
     start = time.perf_counter()
-    # Worlds with episodes restart when one is over, as in the player; each frame then records its episode number.
-    episodic, episode = hasattr(session, "episode_over"), 0
 
-    def extras() -> dict[str, np.ndarray]:
-        return tick_extras(session) | ({"episode": np.asarray(episode, dtype=np.int32)} if episodic else {})
+    def record(frame: np.ndarray, action: np.ndarray, tick: Tick | None) -> None:
+        # Worlds with episodes restart when one is over, as in the player; each frame records its episode number.
+        extras = runner.prompt_extras() if tick is None else dict(tick.extras)
+        if session.episodic:
+            extras["episode"] = np.asarray(runner.episode, dtype=np.int32)
+        pose = session.pose if tick is None else tick.pose
+        writer.append(frame, action, pose=pose, timestamp=time.perf_counter() - start, extra=extras)
 
     try:
         for j in range(prompt_frames):
-            writer.append(prompt[j].cpu().numpy(), actions[j].numpy(), pose=session.pose,
-                          timestamp=time.perf_counter() - start, extra=extras())
+            record(prompt[j].cpu().numpy(), actions[j].numpy(), None)
         for j in tqdm(range(prompt_frames, args.frames), desc=f"{session.world} frames", unit="frame"):
-            frame = session.step(actions[j])
-            writer.append(frame.cpu().numpy(), session.last_action.cpu().float().numpy(), pose=session.pose,
-                          timestamp=time.perf_counter() - start, extra=extras())
-            if episode_over(session):
-                session.reset()
-                episode += 1
+            tick = runner.step(actions[j])
+            record(tick.frame, tick.action.numpy(), tick)
+            if tick.episode_over:
+                runner.reset()
     finally:
         writer.close()
     print(f"wrote {args.out} and {args.out.with_suffix('.npz')} ({args.frames} frames)")

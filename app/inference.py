@@ -13,37 +13,13 @@ import contextlib
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import Protocol
 
-import numpy as np
 import torch
 
+from engine.core.runner import ActionSource, Runner, Tick
 from engine.core.session import Session
-
-# Called at a tick's start: (action, time of the oldest input it carries), or None when out of actions.
-ActionSource = Callable[[], tuple[torch.Tensor, float] | None]
-
-
-@dataclass(frozen=True)
-class Tick:
-    """A finished frame. `count` grows by one per published frame (prompt frames after a reset included)."""
-
-    frame: np.ndarray
-    action: torch.Tensor | None
-    count: int
-    frame_index: int
-    input_time: float
-    done_time: float
-    stages_ms: dict[str, float] = field(default_factory=dict)
-    pose: np.ndarray | None = None
-    hud_items: tuple[str, ...] = ()
-    extras: dict[str, np.ndarray] = field(default_factory=dict)  # the session's `tick_extras()`, if it has them
-
-    @property
-    def is_prompt(self) -> bool:
-        return self.action is None
 
 
 class TickListener(Protocol):
@@ -52,25 +28,6 @@ class TickListener(Protocol):
     def on_tick(self, tick: Tick) -> None: ...
 
     def on_reset(self) -> None: ...
-
-
-def tick_extras(session: Session) -> dict[str, np.ndarray]:
-    """Per-frame arrays a session adds to recordings (`tick_extras()`, optional; e.g. WorldMAR's
-    retrieved memory frames), on the host."""
-    extras = getattr(session, "tick_extras", dict)()
-    return {name: value.detach().cpu().numpy() for name, value in extras.items()}
-
-
-def episode_over(session: Session) -> bool:
-    """Whether the session's episode has ended (`episode_over()`, optional; worlds without episodes never end):
-    asked after each tick, when the player and the headless runner reset the world, as the reference's play loop
-    does."""
-    return bool(getattr(session, "episode_over", lambda: False)())
-
-
-def prompt_frame(session: Session) -> np.ndarray:
-    """The newest prompt frame, decoded: what the world shows before its first tick."""
-    return session.prompt_frames()[-1].cpu().numpy()
 
 
 class InferenceLoop:
@@ -90,14 +47,12 @@ class InferenceLoop:
         self._reset = self._stop = False
         self._busy = False
         self._latest: Tick | None = None
-        self._count = 0
         self._next_time = 0.0
         self._done_times: deque[float] = deque(maxlen=20)
         self._history: list[torch.Tensor] = []
         self._thread = threading.Thread(target=self._run, name="inference", daemon=True)
-        cuda = session.device.type == "cuda"
-        self._stream = torch.cuda.Stream(session.device) if cuda else None
-        self._host = torch.empty((*session.frame_size, 3), dtype=torch.uint8, pin_memory=cuda)
+        self._stream = torch.cuda.Stream(session.device) if session.device.type == "cuda" else None
+        self.runner = Runner(session, self._stream)
 
     def start(self) -> InferenceLoop:
         self._thread.start()
@@ -183,7 +138,7 @@ class InferenceLoop:
             stream = torch.cuda.stream(self._stream)
         try:
             with stream, torch.inference_mode():
-                self._publish(prompt_frame(self.session), None, time.perf_counter(), {})
+                self._latest = self.runner.prompt()
                 while (work := self._wait_for_work()) != "stop":
                     if work == "reset":
                         self._do_reset()
@@ -193,14 +148,13 @@ class InferenceLoop:
             self.error = exc
 
     def _do_reset(self) -> None:
-        start = time.perf_counter()
-        self.session.reset()
+        tick = self.runner.reset()
         with self._cond:
             self._history.clear()
         self._done_times.clear()
         for listener in self.listeners:
             listener.on_reset()
-        self._publish(prompt_frame(self.session), None, start, {})
+        self._latest = tick
 
     def _do_tick(self) -> None:
         start = time.perf_counter()
@@ -210,28 +164,12 @@ class InferenceLoop:
             self.finished = True
             return
         action, input_time = sampled
-        frame = self.session.step(action.detach().to("cpu", torch.float32))
-        action = self.session.last_action.detach().to("cpu", torch.float32)
-        self._host.copy_(frame, non_blocking=self._stream is not None)
-        if self._stream is not None:
-            self._stream.synchronize()
+        tick = self.runner.step(action, input_time)
         with self._cond:
-            self._history.append(action)
-        pose = self.session.pose
-        tick = self._publish(self._host.numpy().copy(), action, input_time, self.session.timer.milliseconds(),
-                             None if pose is None else pose.detach().float().cpu().numpy(), tick_extras(self.session))
+            self._history.append(tick.action)
+        self._latest = tick
         self._done_times.append(tick.done_time)
         for listener in self.listeners:
             listener.on_tick(tick)
-        if episode_over(self.session):
+        if tick.episode_over:
             self.request_reset()
-
-    def _publish(self, frame: np.ndarray, action: torch.Tensor | None, input_time: float,
-                 stages_ms: dict[str, float], pose: np.ndarray | None = None,
-                 extras: dict[str, np.ndarray] | None = None) -> Tick:
-        self._count += 1
-        tick = Tick(frame=frame, action=action, count=self._count, frame_index=self.session.frame_index,
-                    input_time=input_time, done_time=time.perf_counter(), stages_ms=stages_ms, pose=pose,
-                    hud_items=tuple(self.session.hud_items()), extras=extras or {})
-        self._latest = tick
-        return tick

@@ -32,7 +32,7 @@ def atari_pair(world: Path, diamond_dir: Path, backend: Backend) -> list[AtariSe
 def assert_atari_ticks_agree(sessions: list[AtariSession], ticks: int = 4) -> None:
     idle = torch.zeros(sessions[0].action_dim)
     for _ in range(ticks):
-        eager, other = (session.step(idle).int() for session in sessions)
+        eager, other = (session.step(idle).frame.int() for session in sessions)
         assert (eager - other).abs().max() <= FRAME_LEVELS
         outcomes = [(int(s.reward), int(s.end), int(s.last_action.argmax())) for s in sessions]
         assert outcomes[0] == outcomes[1]
@@ -43,5 +43,5 @@ def assert_csgo_ticks_agree(sessions: list[CsgoSession]) -> None:
     keymap = Keymap.load("csgo")
     for keys, dx in (({"w"}, 0), ({"w", "d"}, 40), (set(), -12)):
         action = keymap.to_action(frozenset(keys), frozenset(), dx, 0)
-        eager, other = (session.step(action).int() for session in sessions)
+        eager, other = (session.step(action).frame.int() for session in sessions)
         assert (eager - other).abs().max() <= FRAME_LEVELS

@@ -225,7 +225,7 @@ def test_tick_equals_the_fixture_sampler_step(tiny, diamond_dir):
     draws = io["euler.rand_00"][:1][None]
     for sampler in ("cached", "reference"):
         session = session_on(tiny, frames, actions, sampler=sampler, noise=ReplayNoise(draws))
-        frame = session.step(one_hot(int(actions[-1]), session.action_dim))
+        frame = session.step(one_hot(int(actions[-1]), session.action_dim)).frame
         newest = session.newest_frame()
         assert_quantized_close(newest, io["euler.output"][:1])
         assert (frame.int() - to_uint8(io["euler.output"][0]).int()).abs().max() <= 1
@@ -279,7 +279,7 @@ def test_ticks_equal_the_reference_world_model_env(tiny, diamond_dir, agent):
             obs_buf, act_buf = obs_buf.roll(-1, dims=1), act_buf.roll(-1, dims=1)
             obs_buf[:, -1] = next_obs
 
-            frame = session.step(one_hot(int(inputs[tick]), num_actions))
+            frame = session.step(one_hot(int(inputs[tick]), num_actions)).frame
             assert torch.equal(frame, to_uint8(next_obs[0]))
             assert torch.equal(session.window()[0], obs_buf)
             assert torch.equal(session.last_action, one_hot(int(chosen), num_actions))
@@ -381,7 +381,7 @@ def test_headless_run_from_a_real_ale_spawn(tiny_world, tmp_path):
     session = open_session(tiny_world, device="cpu", seed=seed, overrides=["spawn.policy=noop"])
     expected, episodes, episode = [], [0] * 4, 0
     for j in range(4, frames):  # a predicted end restarts the episode, as in the player
-        expected.append(session.step(torch.from_numpy(rows[j])).numpy())
+        expected.append(session.step(torch.from_numpy(rows[j])).frame.numpy())
         episodes.append(episode)
         if session.episode_over():
             session.reset()

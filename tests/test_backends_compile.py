@@ -148,7 +148,7 @@ def test_compiled_session_gives_the_eager_frames(tmp_path: Path, oasis_dir: Path
     action = torch.zeros(sessions["eager"].action_dim)
     action[11] = 1.0
     for _ in range(sessions["eager"].settings.max_frames + 2):  # fill, slide, refill
-        frames = {name: session.step(action).int() for name, session in sessions.items()}
+        frames = {name: session.step(action).frame.int() for name, session in sessions.items()}
         assert (frames["compile"] - frames["eager"]).abs().max() <= 1
 
 

@@ -211,7 +211,7 @@ def test_session_frames_follow_the_reference_display(tiny_world: Path, fixture: 
     assert session.frame_size == tuple(fixture["agent"]["full_res_size"]) and session.action_dim == 51
     prompt = session.prompt_frames()
     assert torch.equal(prompt, io["spawn.full_res"].permute(0, 2, 3, 1))
-    frame = session.step(io["fast.step_acts"][0].float())
+    frame = session.step(io["fast.step_acts"][0].float()).frame
     expected = to_uint8(io["fast.step0.next_obs_full"][0])
     assert frame.shape == (*session.frame_size, 3) and frame.dtype == torch.uint8
     assert (frame.int() - expected.int()).abs().max() <= 2
@@ -226,7 +226,7 @@ def test_cached_and_reference_sessions_agree_over_ticks(tiny_world: Path):
     inputs = [({"w"}, 0, 0), ({"w", "d"}, 40, -3), ({"space"}, -200, 0), (set(), 0, 12)]
     for keys, dx, dy in inputs:
         action = keymap.to_action(frozenset(keys), frozenset({"left"}), dx, dy)
-        cached, reference = (s.step(action).int() for s in sessions)
+        cached, reference = (s.step(action).frame.int() for s in sessions)
         assert (cached - reference).abs().max() <= 2
     assert sessions[0].metadata()["sampler"] == "cached" and sessions[1].metadata()["sampler"] == "reference"
 
@@ -435,7 +435,7 @@ def test_headless_run_writes_mp4_and_npz(tiny_world: Path, tmp_path: Path):
     assert out.stat().st_size > 0
     session = open_session(tiny_world, device="cpu", seed=2)
     expected = [*session.prompt_frames().numpy()]
-    expected += [session.step(actions[j]).numpy() for j in range(len(expected), frames)]
+    expected += [session.step(actions[j]).frame.numpy() for j in range(len(expected), frames)]
     np.testing.assert_array_equal(recording["frames"], np.stack(expected))
 
 

@@ -64,7 +64,7 @@ def test_headless_frames_equal_a_direct_session(headless_run, tiny_world, action
     session = open_session(str(tiny_world), device="cpu", seed=3)
     actions = load_action_stream(action_file, frames, offset=5)
     expected = [session.prompt_frames()[0].numpy()]
-    expected += [session.step(actions[j]).numpy() for j in range(1, frames)]
+    expected += [session.step(actions[j]).frame.numpy() for j in range(1, frames)]
     np.testing.assert_array_equal(recording["frames"], np.stack(expected))
     assert len({frame.tobytes() for frame in expected}) > 1
 
@@ -74,7 +74,7 @@ def test_reference_sampler_gives_the_same_frames(tiny_world):
     action = torch.zeros(25)
     action[11] = 1.0
     for _ in range(6):
-        cached, reference = (s.step(action).int() for s in sessions)
+        cached, reference = (s.step(action).frame.int() for s in sessions)
         assert (cached - reference).abs().max() <= 1
 
 

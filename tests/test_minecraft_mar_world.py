@@ -116,7 +116,7 @@ def test_session_tick_stages_hud_and_bank(tiny_world):
     walk[ACTION_KEYS.index("forward")] = 1
     walk[ACTION_KEYS.index("cameraY")] = float(camera_value(60))  # 10° right per tick
     for tick in range(3):
-        frame = session.step(walk)
+        frame = session.step(walk).frame
         assert frame.shape == (360, 640, 3) and frame.dtype == torch.uint8
         assert set(session.timer.milliseconds()) == {"pose", "memory", "sample", "decode", "store"}
         assert session.tick_extras()["retrieved_frames"][0] == tick  # the previous frame, always
@@ -154,11 +154,11 @@ def test_save_and_load_memory_continue_exactly(tiny_world, tmp_path):
     path = tmp_path / "memory.safetensors"
     first.save_memory(path)
     saved_pose = first.pose.clone()
-    expected = first.step(turn)
+    expected = first.step(turn).frame
     second = open_session(str(tiny_world), device="cpu", seed=9, allow_download=False)
     second.load_memory(path)
     assert torch.equal(second.pose, saved_pose) and second.frame_index == 3 and len(second.bank) == 3
-    assert torch.equal(second.step(turn), expected)
+    assert torch.equal(second.step(turn).frame, expected)
     assert torch.equal(second.tick_extras()["retrieved_frames"], first.tick_extras()["retrieved_frames"])
     assert second.frame_index == first.frame_index
 

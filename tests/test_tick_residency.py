@@ -21,7 +21,7 @@ def test_tick_makes_no_host_transfer_calls(tiny_world, monkeypatch):
     session.step(action)
     calls = record_host_transfers(monkeypatch)
     for _ in range(session.settings.max_frames + 1):
-        frame = session.step(action)
+        frame = session.step(action).frame
     monkeypatch.undo()
     assert calls == []
     assert frame.dtype == torch.uint8 and frame.shape == (*session.frame_size, 3)
@@ -36,7 +36,7 @@ def test_cuda_tick_never_synchronises(tiny_world):
     torch.cuda.set_sync_debug_mode("error")
     try:
         for _ in range(session.settings.max_frames + 1):
-            frame = session.step(action)
+            frame = session.step(action).frame
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert frame.device.type == "cuda"

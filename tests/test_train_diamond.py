@@ -35,7 +35,7 @@ def test_diamond_tiny_loss_falls_and_checkpoint_plays(tmp_path):
     for name, value in session.denoiser.state_dict().items():
         assert torch.equal(value, ema[f"denoiser.{name}"]), name
     for _ in range(3):
-        frame = session.step(torch.eye(session.action_dim)[1])
+        frame = session.step(torch.eye(session.action_dim)[1]).frame
     assert frame.shape == (32, 32, 3) and frame.dtype == torch.uint8
 
 

@@ -74,7 +74,7 @@ def walk_actions() -> list[torch.Tensor]:
 
 
 def play(session) -> list[torch.Tensor]:
-    return [session.step(action).int() for action in walk_actions()]
+    return [session.step(action).frame.int() for action in walk_actions()]
 
 
 @pytest.fixture(scope="module")
@@ -125,7 +125,7 @@ def test_compiled_tick_makes_no_host_transfer_calls(compiled_session, monkeypatc
     compiled_session.step(action)
     calls = record_host_transfers(monkeypatch)
     for _ in range(2):
-        frame = compiled_session.step(action)
+        frame = compiled_session.step(action).frame
     monkeypatch.undo()
     assert calls == []
     assert frame.dtype == torch.uint8 and frame.shape == (*compiled_session.frame_size, 3)

@@ -68,5 +68,5 @@ def assert_plays_ema_weights(world: Path, checkpoint: Path, network: str, prefix
             assert torch.equal(value, ema[f"{prefix}{name}"]), name
     height, width = session.frame_size
     for _ in range(ticks):
-        frame = session.step(torch.zeros(session.action_dim))
+        frame = session.step(torch.zeros(session.action_dim)).frame
     assert frame.shape == (height, width, 3) and frame.dtype == torch.uint8

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from engine.core.module import Placed
 from engine.families.diamond.unet import Downsample, GroupNorm, PrefixLoadable, ResBlocks
 
 LSTMState = tuple[torch.Tensor, torch.Tensor]
@@ -78,7 +79,7 @@ class RewEndEncoder(nn.Module):
         return x
 
 
-class RewEndModel(nn.Module, PrefixLoadable):
+class RewEndModel(Placed, nn.Module, PrefixLoadable):
     def __init__(self, cfg: RewEndModelConfig) -> None:
         super().__init__()
         self.cfg = cfg
@@ -134,7 +135,7 @@ class ActorCriticEncoder(nn.Module):
         return self.encoder(x)
 
 
-class ActorCritic(nn.Module, PrefixLoadable):
+class ActorCritic(Placed, nn.Module, PrefixLoadable):
     def __init__(self, cfg: ActorCriticConfig) -> None:
         super().__init__()
         self.cfg = cfg
@@ -146,8 +147,7 @@ class ActorCritic(nn.Module, PrefixLoadable):
 
     def initial_state(self, batch: int) -> LSTMState:
         """Zero (hx, cx), each (B, lstm_dim): the state at the start of an episode."""
-        weight = self.critic_linear.weight
-        zeros = torch.zeros(batch, self.cfg.lstm_dim, device=weight.device, dtype=weight.dtype)
+        zeros = torch.zeros(batch, self.cfg.lstm_dim, device=self.device, dtype=self.dtype)
         return zeros, zeros.clone()
 
     def predict_act_value(self, obs: torch.Tensor,

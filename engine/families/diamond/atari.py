@@ -32,12 +32,10 @@ from omegaconf import DictConfig, OmegaConf
 from engine.actions.atari import action_index, env_id, minimal_action_names, one_hot
 from engine.actions.atari import num_actions as game_num_actions
 from engine.backends.base import Backend
-from engine.backends.device import dtype_name
 from engine.checkpoints.resolve import resolve_checkpoint_files
 from engine.core.noise import ResettableNoise, SeededNoise
 from engine.core.ring import Ring
-from engine.core.session import EpisodeSettings, SessionOptions, session_backend
-from engine.core.timing import StageTimer
+from engine.core.session import EpisodeSettings, SessionBase, SessionOptions, StepResult, session_backend
 from engine.errors import CheckpointError, ConfigError
 from engine.families.diamond.agent import (
     ActorCritic,
@@ -112,8 +110,11 @@ def to_uint8(frames: torch.Tensor) -> torch.Tensor:
     return u8.movedim(-3, -1)
 
 
-class AtariSession:
+class AtariSession(SessionBase):
     """One player in a DIAMOND Atari world; `reset` goes back to the spawn segment."""
+
+    family = "atari"
+    episodic = True
 
     def __init__(self, cfg: DictConfig, networks: Mapping[str, torch.nn.Module], spawn_frames: torch.Tensor,
                  spawn_actions: torch.Tensor, *, sampler: str = "cached", steps: int | None = None, seed: int = 0,
@@ -125,42 +126,32 @@ class AtariSession:
         self.denoiser: Denoiser = networks["denoiser"]
         self.rew_end_model: RewEndModel = networks["rew_end_model"]
         self.actor_critic: ActorCritic = networks["actor_critic"]
-        param = self.denoiser.inner_model.conv_in.weight
-        self.cfg = cfg
-        self.world = str(cfg.name)
-        self.game = str(cfg.game)
-        self.device, self.dtype = param.device, param.dtype
         inner = self.denoiser.cfg.inner_model
         self.context = inner.num_steps_conditioning
-        self.action_dim = int(inner.num_actions)
-        self.action_names = _action_names(self.game, self.action_dim)
         if spawn_frames.ndim != 4 or spawn_frames.shape[0] < self.context or spawn_frames.shape[1] != 3:
-            raise ConfigError(f"world '{self.world}': spawn frames {tuple(spawn_frames.shape)} must be "
+            raise ConfigError(f"world '{cfg.name}': spawn frames {tuple(spawn_frames.shape)} must be "
                               f"(L >= {self.context}, 3, H, W)")
         if spawn_actions.shape != spawn_frames.shape[:1]:
-            raise ConfigError(f"world '{self.world}': {len(spawn_actions)} spawn actions for "
+            raise ConfigError(f"world '{cfg.name}': {len(spawn_actions)} spawn actions for "
                               f"{len(spawn_frames)} spawn frames")
-        self.frame_size = tuple(spawn_frames.shape[-2:])
+        self.settings = sampler_config(cfg, steps)
+        super().__init__(cfg, device=self.denoiser.device, dtype=self.denoiser.dtype, action_dim=inner.num_actions,
+                         frame_size=tuple(spawn_frames.shape[-2:]), steps=self.settings.num_steps_denoising,
+                         seed=seed, sampler=sampler, checkpoint_files=checkpoint_files, backend=backend,
+                         default_fps=15)
+        self.game = str(cfg.game)
+        self.action_names = _action_names(self.game, self.action_dim)
         sizes = {self.rew_end_model.cfg.img_size, self.actor_critic.cfg.img_size}
         if sizes != set(self.frame_size):
             raise ConfigError(f"world '{self.world}': frames are {self.frame_size[0]}x{self.frame_size[1]} but the "
                               f"reward/end model and actor-critic take img_size {sorted(sizes)}: set env.size to match")
-        self.fps = int(cfg.get("fps", 15))
-        self.seed = seed
-        self.sampler_kind = sampler
         self.agent = agent
-        self.settings = sampler_config(cfg, steps)
         self.episode = EpisodeSettings.from_config(cfg)
-        self.steps = self.settings.num_steps_denoising
-        self.timer = StageTimer(self.device)
-        self.checkpoint_files = checkpoint_files or {}
         self.spawn_info = spawn_info or {}
-        self.pose = None
         self.noise = noise or SeededNoise(seed, self.device)
         self._outcome_rng = torch.Generator(device=self.device)
         self._policy_rng = torch.Generator(device=self.device)
         # The cached tick runs its network calls through the backend; the reference tick is the plain algorithm.
-        self.backend = backend or Backend(self.device, self.dtype)
         self._fast_sampler, self._play = play_sampler(self.denoiser, self.settings, self.device, self.backend,
                                                       "denoiser", self.frame_size)
         self._rew_end = self.backend.compile_step(RewEndStep(self.rew_end_model), rew_end_example(self.rew_end_model),
@@ -174,10 +165,6 @@ class AtariSession:
         self._obs_ring = Ring((3, h, w), t, self.device)
         self._act_ring = Ring((), t, self.device, torch.int64)
         self.reset()
-
-    def warm_up(self) -> None:
-        """Compile/capture the backend's calls now, under a progress bar, before the first tick."""
-        self.backend.warm_up()
 
     # -- state -------------------------------------------------------------------------------------------
 
@@ -251,7 +238,7 @@ class AtariSession:
         return policy_action(logits.float(), self._policy_rng)
 
     @torch.no_grad()
-    def step(self, action: torch.Tensor) -> torch.Tensor:
+    def step(self, action: torch.Tensor) -> StepResult:
         """One tick: action (A,) one-hot (ignored in agent mode) -> uint8 RGB frame (H, W, 3) on the device."""
         with self.timer.stage("policy"):
             index = self._choose_action(action)
@@ -269,7 +256,7 @@ class AtariSession:
         self.episode_ticks += 1
         with self.timer.stage("decode"):
             frame = to_uint8(next_obs[0])
-        return frame
+        return self.result(frame)
 
     def _predict_outcome(self, obs: torch.Tensor, act: torch.Tensor, next_obs: torch.Tensor) -> None:
         """Reward in {-1, 0, 1} and end flag sampled from the reward/end model, whose LSTM state moves on."""
@@ -297,17 +284,12 @@ class AtariSession:
             items.append(f"value {float(self.value):.2f}")
         return items + self.episode.hud_items(self.episode_ticks)
 
-    def metadata(self) -> dict:
+    def settings_metadata(self) -> dict:
         s = self.settings
-        return {
-            "world": self.world, "family": "atari", "game": self.game, "seed": self.seed,
-            "sampler": self.sampler_kind, "steps": s.num_steps_denoising, "sigma_min": s.sigma_min,
-            "sigma_max": s.sigma_max, "rho": s.rho, "order": s.order, "s_churn": s.s_churn,
-            "num_steps_conditioning": self.context, "action_names": list(self.action_names), "agent": self.agent,
-            "spawn": self.spawn_info, "episode": self.episode.__dict__, "device": str(self.device),
-            "dtype": dtype_name(self.dtype),
-            "backend": self.backend.label,
-        }
+        return {"game": self.game, "sigma_min": s.sigma_min, "sigma_max": s.sigma_max, "rho": s.rho,
+                "order": s.order, "s_churn": s.s_churn, "num_steps_conditioning": self.context,
+                "action_names": list(self.action_names), "agent": self.agent, "spawn": self.spawn_info,
+                "episode": self.episode.__dict__}
 
 
 def stream_seed(seed: int, stream: int) -> int:
@@ -342,13 +324,12 @@ def spawn_policy(kind: str, networks: Mapping[str, torch.nn.Module], num_actions
     if kind != "agent":
         raise ConfigError(f"spawn.policy '{kind}' is not one of {', '.join(SPAWN_POLICIES)}")
     model: ActorCritic = networks["actor_critic"]
-    param = model.actor_linear.weight
-    generator = torch.Generator(device=param.device).manual_seed(stream_seed(seed, SPAWN_STREAM))
+    generator = torch.Generator(device=model.device).manual_seed(stream_seed(seed, SPAWN_STREAM))
     state: list[LSTMState | None] = [None]
 
     @torch.no_grad()
     def act(obs: np.ndarray) -> int:
-        frame = to_model_frames(obs)[None].to(param.device, param.dtype)
+        frame = to_model_frames(obs)[None].to(model.device, model.dtype)
         logits, _, state[0] = model.predict_act_value(frame, state[0])
         return int(policy_action(logits.float(), generator))
 
@@ -422,6 +403,6 @@ def open_world(cfg: DictConfig, networks: dict, options: SessionOptions) -> Atar
                            sampler=options.sampler, steps=options.steps, seed=options.seed,
                            agent=bool(options.extra.get("agent")), checkpoint_files=options.checkpoint_files,
                            spawn_info=info,
-                           backend=session_backend(cfg, options, networks["denoiser"].inner_model.conv_in.weight))
+                           backend=session_backend(cfg, options, networks["denoiser"]))
     session.warm_up()
     return session

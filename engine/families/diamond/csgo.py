@@ -24,10 +24,9 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 
 from engine.backends.base import Backend
-from engine.backends.device import dtype_name
 from engine.core.noise import NoiseSource, ResettableNoise, SeededNoise
 from engine.core.ring import Ring
-from engine.core.session import EpisodeSettings, SessionOptions, session_backend
+from engine.core.session import EpisodeSettings, SessionBase, SessionOptions, StepResult, session_backend
 from engine.core.timing import StageTimer
 from engine.errors import ConfigError
 from engine.families.diamond.csgo_spawn import (
@@ -97,9 +96,9 @@ class ReferenceTick:
     def __init__(self, denoiser: Denoiser, upsampler: Denoiser, next_cfg: EdmSamplerConfig,
                  up_cfg: EdmSamplerConfig, frames: int, timer: StageTimer | None = None) -> None:
         self.denoiser, self.upsampler = denoiser, upsampler
-        self.timer = timer or StageTimer(denoiser.inner_model.conv_in.weight.device)
+        self.timer = timer or StageTimer(denoiser.device)
         self.next_cfg, self.up_cfg = next_cfg, up_cfg
-        self.dtype = denoiser.inner_model.conv_in.weight.dtype
+        self.dtype = denoiser.dtype
         self.skip_next = frames - denoiser.cfg.inner_model.num_steps_conditioning
         self.skip_up = frames - upsampler.cfg.inner_model.num_steps_conditioning
         self.factor = upsampler.cfg.upsampling_factor
@@ -180,56 +179,43 @@ class PlayTick:
 TICKS = ("cached", "reference")
 
 
-class CsgoSession:
+class CsgoSession(SessionBase):
     """One player in the CS:GO world. `reset` moves to the next spawn point (sorted order, cycling, as the
     reference's play loop does); `step` takes the 51-dim action of the tick."""
+
+    family = "csgo"
+    episodic = True
 
     def __init__(self, cfg: DictConfig, denoiser: Denoiser, upsampler: Denoiser, spawn_dirs: list[Path], *,
                  sampler: str = "cached", steps: int | None = None, seed: int = 0, noise: ResettableNoise | None = None,
                  checkpoint_files: dict[str, Path] | None = None, backend: Backend | None = None) -> None:
         if sampler not in TICKS:
             raise ConfigError(f"world '{cfg.name}': sampler '{sampler}' is not one of {', '.join(TICKS)}")
-        param = denoiser.inner_model.conv_in.weight
-        self.cfg = cfg
-        self.world = str(cfg.name)
-        self.device, self.dtype = param.device, param.dtype
-        self.seed = seed
-        self.checkpoint_files = checkpoint_files or {}
         self.preset, self.next_cfg, self.up_cfg = preset_settings(cfg, steps)
-        self.sampler_kind = sampler
-        self.noise = noise or SeededNoise(seed, self.device)
         inner = denoiser.inner_model.cfg
-        self.action_dim = int(inner.num_actions)
-        self.steps = self.next_cfg.num_steps_denoising
         self.frames = max(inner.num_steps_conditioning, upsampler.cfg.inner_model.num_steps_conditioning)
         self.factor = int(upsampler.cfg.upsampling_factor)
         height, width = (int(n) for n in cfg.frame_size)
         if height % self.factor or width % self.factor:
             raise ConfigError(f"world '{cfg.name}': frame_size {height}x{width} is not a multiple of the upsampling "
                               f"factor {self.factor}")
-        self.frame_size = (height, width)
+        super().__init__(cfg, device=denoiser.device, dtype=denoiser.dtype, action_dim=inner.num_actions,
+                         frame_size=(height, width), steps=self.next_cfg.num_steps_denoising, seed=seed,
+                         sampler=sampler, checkpoint_files=checkpoint_files, backend=backend, default_fps=15)
+        self.noise = noise or SeededNoise(seed, self.device)
         self.low_size = (height // self.factor, width // self.factor)
-        self.fps = int(cfg.get("fps", 15))
         self.episode = EpisodeSettings.from_config(cfg)
         self.episode_ticks = 0
-        self.timer = StageTimer(self.device)
-        self.pose = None
         self.spawn_dirs = spawn_dirs
         self._spawn_cursor = -1
         self.spawn: SpawnPoint | None = None
         # The cached tick runs its denoiser calls through the backend; the reference tick is the plain algorithm.
-        self.backend = backend or Backend(self.device, self.dtype)
         if sampler == "cached":
             self.tick = PlayTick(denoiser, upsampler, self.next_cfg, self.up_cfg, self.frames, self.low_size,
                                  self.action_dim, self.device, self.backend, self.timer)
         else:
             self.tick = ReferenceTick(denoiser, upsampler, self.next_cfg, self.up_cfg, self.frames, self.timer)
-        self.last_action = torch.zeros(self.action_dim)
         self._index = 0
-
-    def warm_up(self) -> None:
-        """Compile/capture the backend's calls now, under a progress bar, before the first tick."""
-        self.backend.warm_up()
 
     def load_spawn(self, path: Path) -> SpawnPoint:
         return load_spawn_point(path, self.frames, self.low_size, self.factor, self.action_dim)
@@ -252,7 +238,7 @@ class CsgoSession:
         return self.spawn.full_res.permute(0, 2, 3, 1).contiguous().to(self.device)
 
     @torch.no_grad()
-    def step(self, action: torch.Tensor) -> torch.Tensor:
+    def step(self, action: torch.Tensor) -> StepResult:
         """One tick: the 51-dim 0/1 action -> uint8 RGB frame (H, W, 3) on the device."""
         if action.device.type == "cpu" and not ((action == 0) | (action == 1)).all():
             raise ConfigError(f"world '{self.world}': actions are multi-hot 0/1 vectors of {self.action_dim} "
@@ -263,7 +249,7 @@ class CsgoSession:
             frame = to_uint8(next_full[0])
         self._index += 1
         self.episode_ticks += 1
-        return frame
+        return self.result(frame)
 
     def episode_over(self) -> bool:
         """The horizon reached: the world restarts at the next spawn point (there is no end model)."""
@@ -276,15 +262,10 @@ class CsgoSession:
     def hud_items(self) -> list[str]:
         return [f"spawn {self.spawn.name}", f"preset {self.preset}", *self.episode.hud_items(self.episode_ticks)]
 
-    def metadata(self) -> dict:
-        """What a recording needs to say how its frames were made."""
-        return {
-            "world": self.world, "family": "csgo", "seed": self.seed, "sampler": self.sampler_kind,
-            "preset": self.preset, "steps": self.steps, "spawn": self.spawn.name if self.spawn else None,
-            "episode": self.episode.__dict__,
-            "next_obs_sampler": self.next_cfg.__dict__, "upsampling_sampler": self.up_cfg.__dict__,
-            "device": str(self.device), "dtype": dtype_name(self.dtype), "backend": self.backend.label,
-        }
+    def settings_metadata(self) -> dict:
+        return {"preset": self.preset, "spawn": self.spawn.name if self.spawn else None,
+                "episode": self.episode.__dict__, "next_obs_sampler": self.next_cfg.__dict__,
+                "upsampling_sampler": self.up_cfg.__dict__}
 
 
 def open_world(cfg: DictConfig, networks: dict, options: SessionOptions) -> CsgoSession:
@@ -293,7 +274,7 @@ def open_world(cfg: DictConfig, networks: dict, options: SessionOptions) -> Csgo
     denoiser = networks["denoiser"]
     session = CsgoSession(cfg, denoiser, networks["upsampler"], spawn_point_dirs(root), sampler=options.sampler,
                           steps=options.steps, seed=options.seed, checkpoint_files=options.checkpoint_files,
-                          backend=session_backend(cfg, options, denoiser.inner_model.conv_in.weight))
+                          backend=session_backend(cfg, options, denoiser))
     session.warm_up()
     session.reset()
     return session

@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
+from engine.core.module import Placed
 from engine.core.noise import NoiseSource
 from engine.families.diamond.unet import InnerModel, InnerModelConfig, PrefixLoadable
 
@@ -58,7 +59,7 @@ def apply_noise(x: torch.Tensor, sigma: torch.Tensor, sigma_offset_noise: float,
     return x + offset + noise.draw(tuple(x.shape), x.device) * sigma.reshape(-1, 1, 1, 1)
 
 
-class Denoiser(nn.Module, PrefixLoadable):
+class Denoiser(Placed, nn.Module, PrefixLoadable):
     """D(x, sigma) = quantize(c_skip * x + c_out * F(c_in * x, c_noise, ...)), with F the inner model."""
 
     def __init__(self, cfg: DenoiserConfig) -> None:

@@ -26,27 +26,27 @@ def denoiser_spec(name: str, role: str, denoiser: Denoiser, height: int, width: 
     """The denoiser (or upsampler) at frames of `height` x `width`; sizes of the rest from its config."""
     gen = torch.Generator().manual_seed(seed)
     inner = denoiser.inner_model
-    weight = inner.conv_in.weight
     channels = inner.cfg.img_channels
-    obs_channels = weight.shape[1] - channels
+    obs_channels = inner.conv_in.in_channels - channels
+    device, dtype = inner.device, inner.dtype
     steps = inner.cfg.num_steps_conditioning
 
     def uniform(*shape: int) -> torch.Tensor:
-        return (torch.rand(shape, generator=gen) * 2 - 1).to(weight.device, weight.dtype)
+        return (torch.rand(shape, generator=gen) * 2 - 1).to(device, dtype)
 
-    inputs = [uniform(batch, channels, height, width), torch.tensor(1.5, device=weight.device),
+    inputs = [uniform(batch, channels, height, width), torch.tensor(1.5, device=device),
               uniform(batch, obs_channels, height, width)]
     names = ["noisy", "sigma", "obs"]
     actions = inner.act_emb is not None
     if actions and inner.cfg.is_upsampler is False and inner.cfg.noise_cond:  # csgo branch: multi-hot vectors
-        inputs.append((torch.rand((batch, steps, inner.cfg.num_actions), generator=gen) > 0.8).to(weight.device))
-        inputs[-1] = inputs[-1].to(weight.dtype)
+        inputs.append((torch.rand((batch, steps, inner.cfg.num_actions), generator=gen) > 0.8).to(device))
+        inputs[-1] = inputs[-1].to(dtype)
         names.append("act")
     elif actions:
-        inputs.append(torch.randint(inner.cfg.num_actions, (batch, steps), generator=gen).to(weight.device))
+        inputs.append(torch.randint(inner.cfg.num_actions, (batch, steps), generator=gen).to(device))
         names.append("act")
     if sigma_cond:
-        inputs.append(torch.full((batch,), 0.1, device=weight.device))
+        inputs.append(torch.full((batch,), 0.1, device=device))
         names.append("sigma_cond")
     return ExportSpec(name, role, DenoiserCall(denoiser, actions, sigma_cond), tuple(inputs), names, ["denoised"])
 
@@ -54,12 +54,12 @@ def denoiser_spec(name: str, role: str, denoiser: Denoiser, height: int, width: 
 def rew_end_spec(name: str, role: str, model: RewEndModel, batch: int = 1, seed: int = 0) -> ExportSpec:
     gen = torch.Generator().manual_seed(seed)
     cfg = model.cfg
-    weight = model.head[0].weight
+    device, dtype = model.device, model.dtype
     frame = (batch, 1, cfg.img_channels, cfg.img_size, cfg.img_size)
-    state = torch.zeros((1, batch, cfg.lstm_dim), device=weight.device, dtype=weight.dtype)
-    inputs = ((torch.rand(frame, generator=gen) * 2 - 1).to(weight.device, weight.dtype),
-              torch.randint(cfg.num_actions, (batch, 1), generator=gen).to(weight.device),
-              (torch.rand(frame, generator=gen) * 2 - 1).to(weight.device, weight.dtype), state, state.clone())
+    state = torch.zeros((1, batch, cfg.lstm_dim), device=device, dtype=dtype)
+    inputs = ((torch.rand(frame, generator=gen) * 2 - 1).to(device, dtype),
+              torch.randint(cfg.num_actions, (batch, 1), generator=gen).to(device),
+              (torch.rand(frame, generator=gen) * 2 - 1).to(device, dtype), state, state.clone())
     return ExportSpec(name, role, RewEndStep(model), inputs, ["obs", "act", "next_obs", "hx", "cx"],
                       ["logits_rew", "logits_end", "hx_out", "cx_out"])
 
@@ -67,10 +67,10 @@ def rew_end_spec(name: str, role: str, model: RewEndModel, batch: int = 1, seed:
 def actor_critic_spec(name: str, role: str, model: ActorCritic, batch: int = 1, seed: int = 0) -> ExportSpec:
     gen = torch.Generator().manual_seed(seed)
     cfg = model.cfg
-    weight = model.critic_linear.weight
+    device, dtype = model.device, model.dtype
     obs = (torch.rand((batch, cfg.img_channels, cfg.img_size, cfg.img_size), generator=gen) * 2 - 1)
-    hx, cx = (torch.randn((batch, cfg.lstm_dim), generator=gen).to(weight.device, weight.dtype) for _ in range(2))
-    return ExportSpec(name, role, ActorCriticStep(model), (obs.to(weight.device, weight.dtype), hx, cx),
+    hx, cx = (torch.randn((batch, cfg.lstm_dim), generator=gen).to(device, dtype) for _ in range(2))
+    return ExportSpec(name, role, ActorCriticStep(model), (obs.to(device, dtype), hx, cx),
                       ["obs", "hx", "cx"], ["logits_act", "value", "hx_out", "cx_out"])
 
 

@@ -122,7 +122,7 @@ class PlayDenoiser:
                  sigma_cond: torch.Tensor | None, pack_weights: bool = True) -> None:
         inner = denoiser.inner_model
         self.sigma_data = denoiser.cfg.sigma_data
-        self.dtype = inner.conv_in.weight.dtype
+        self.dtype = inner.dtype
         self.inner = inner
         sigma_cond = None if sigma_cond is None else sigma_cond.to(self.dtype)
         self.conditioners = [denoiser.compute_conditioners(sigma.to(self.dtype), sigma_cond) for sigma in call_sigmas]

@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from engine.core.module import Placed
+
 GROUP_SIZE = 32
 HEAD_DIM = 8
 GN_EPS = 1e-5
@@ -211,7 +213,7 @@ class InnerModelConfig:
         return cls(**args)
 
 
-class InnerModel(nn.Module, PrefixLoadable):
+class InnerModel(Placed, nn.Module, PrefixLoadable):
     """F(noisy * c_in, c_noise, [c_noise_cond,] obs / sigma_data, act): the network the EDM wrapper preconditions."""
 
     def __init__(self, cfg: InnerModelConfig) -> None:

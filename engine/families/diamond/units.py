@@ -53,11 +53,10 @@ class RewEndStep(nn.Module):
 
 def rew_end_example(model: RewEndModel) -> tuple[torch.Tensor, ...]:
     """Inputs of one `RewEndStep` at the model's frame size (zeros): obs, act, next_obs, LSTM hx, cx."""
-    weight = model.head[0].weight
     cfg = model.cfg
-    frame = torch.zeros((1, 1, cfg.img_channels, cfg.img_size, cfg.img_size), device=weight.device, dtype=weight.dtype)
-    state = torch.zeros((1, 1, cfg.lstm_dim), device=weight.device, dtype=weight.dtype)
-    act = torch.zeros((1, 1), dtype=torch.int64, device=weight.device)
+    frame = torch.zeros((1, 1, cfg.img_channels, cfg.img_size, cfg.img_size), device=model.device, dtype=model.dtype)
+    state = torch.zeros((1, 1, cfg.lstm_dim), device=model.device, dtype=model.dtype)
+    act = torch.zeros((1, 1), dtype=torch.int64, device=model.device)
     return frame, act, frame.clone(), state, state.clone()
 
 
@@ -75,9 +74,8 @@ class ActorCriticStep(nn.Module):
 
 def actor_critic_example(model: ActorCritic) -> tuple[torch.Tensor, ...]:
     """Inputs of one `ActorCriticStep` at the model's frame size: a zero frame and the episode's initial state."""
-    weight = model.critic_linear.weight
     cfg = model.cfg
-    frame = torch.zeros((1, cfg.img_channels, cfg.img_size, cfg.img_size), device=weight.device, dtype=weight.dtype)
+    frame = torch.zeros((1, cfg.img_channels, cfg.img_size, cfg.img_size), device=model.device, dtype=model.dtype)
     return frame, *model.initial_state(1)
 
 

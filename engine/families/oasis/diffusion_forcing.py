@@ -49,8 +49,7 @@ class _SlidingWindow:
         self.settings = settings
         self.noise = noise
         self.batch = batch
-        param = model.x_embedder.proj.weight
-        self.device, self.model_dtype = param.device, param.dtype
+        self.device, self.model_dtype = model.device, model.dtype
         self.levels = ddim_noise_levels(settings.ddim_steps, settings.max_noise_level)
         self.abar = alphas_cumprod(settings.max_noise_level).to(self.device)
         height, width = (g * model.patch_size for g in model.grid)

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from engine.core.module import Placed
 from engine.families.oasis.rotary import (
     RotaryFrequencies,
     axial_angles,
@@ -206,7 +207,7 @@ class FinalLayer(nn.Module):
         return self.linear(modulate(layer_norm(x), shift, scale))
 
 
-class OasisDiT(nn.Module):
+class OasisDiT(Placed, nn.Module):
     """Constructor arguments are those of the reference `DiT` (see dit.json in the fixtures)."""
 
     def __init__(self, input_h: int = 18, input_w: int = 32, patch_size: int = 2, in_channels: int = 16,
@@ -269,10 +270,9 @@ class OasisDiT(nn.Module):
     def new_cache(self, batch: int, capacity: int | None = None) -> TemporalCache:
         """Preallocate a temporal key/value cache for `capacity` frames (default: max_frames)."""
         capacity = capacity or self.max_frames
-        ref = self.x_embedder.proj.weight
         shape = (self.depth, batch * self.grid[0] * self.grid[1], self.heads, capacity, self.head_dim)
-        return TemporalCache(torch.zeros(shape, dtype=ref.dtype, device=ref.device),
-                             torch.zeros(shape, dtype=ref.dtype, device=ref.device))
+        return TemporalCache(torch.zeros(shape, dtype=self.dtype, device=self.device),
+                             torch.zeros(shape, dtype=self.dtype, device=self.device))
 
     def modulations(self, levels: torch.Tensor, actions: torch.Tensor | None) -> Modulations:
         """adaLN outputs for noise levels (B, T) and actions (B, T, A), one set per frame."""

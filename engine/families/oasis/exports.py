@@ -95,8 +95,7 @@ def oasis_exports(dit: OasisDiT, vae: OasisVAE, batch: int = 1, seed: int = 0,
                   context_level: int = 14, step_level: int = 500) -> list[ExportSpec]:
     """The Oasis units with example inputs drawn from `seed` (the cache from a real prefill)."""
     gen = torch.Generator().manual_seed(seed)
-    param = dit.x_embedder.proj.weight
-    device, dtype = param.device, param.dtype
+    device, dtype = dit.device, dit.dtype
     units = OasisUnits(dit, dit.max_frames)
     context = dit.max_frames - 1
     height, width = (g * dit.patch_size for g in dit.grid)
@@ -122,8 +121,7 @@ def oasis_exports(dit: OasisDiT, vae: OasisVAE, batch: int = 1, seed: int = 0,
         mods = pack_modulations(dit.modulations(levels(step_level, 1), normal(batch, 1, dit.external_cond_dim)))
     step_inputs = (normal(batch, 1, *frame), mods, keys, values, last)
     image_h, image_w = vae.image_size
-    vae_dtype = vae.predictor.weight.dtype
-    images = (torch.rand((batch, 3, image_h, image_w), generator=gen) * 2 - 1).to(device, vae_dtype)
+    images = (torch.rand((batch, 3, image_h, image_w), generator=gen) * 2 - 1).to(device, vae.dtype)
     return [
         ExportSpec("dit_prefill", "dit", DiTPrefill(units), prefill_inputs, ["x", "t", "action"], ["keys", "values"]),
         ExportSpec("dit_append", "dit", DiTAppend(units), append_inputs,
@@ -137,7 +135,6 @@ def oasis_exports(dit: OasisDiT, vae: OasisVAE, batch: int = 1, seed: int = 0,
 
 def vae_decoder_spec(vae: OasisVAE, gen: torch.Generator, batch: int = 1) -> ExportSpec:
     """The VAE decoder on one frame's latent tokens (`vae_decoder`, as the Oasis and WorldMAR ticks decode)."""
-    param = vae.predictor.weight
     latents = torch.randn((batch, vae.grid[0] * vae.grid[1], vae.latent_dim), generator=gen)
-    return ExportSpec("vae_decoder", "vae", VAEDecoder(vae), (latents.to(param.device, param.dtype),), ["latents"],
+    return ExportSpec("vae_decoder", "vae", VAEDecoder(vae), (latents.to(vae.device, vae.dtype),), ["latents"],
                       ["images"])

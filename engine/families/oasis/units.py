@@ -95,12 +95,11 @@ class OasisUnits(nn.Module):
         super().__init__()
         self.dit = dit
         self.capacity = capacity
-        ref = dit.x_embedder.proj.weight
-        angles = pair_angles(torch.arange(capacity, device=ref.device), dit.temporal_rotary_emb.freqs)
-        cos, sin = rotation_table(angles, ref.dtype)
+        angles = pair_angles(torch.arange(capacity, device=dit.device), dit.temporal_rotary_emb.freqs)
+        cos, sin = rotation_table(angles, dit.dtype)
         self.register_buffer("temporal_cos", cos, persistent=False)
         self.register_buffer("temporal_sin", sin, persistent=False)
-        self.register_buffer("slots", torch.arange(capacity, device=ref.device), persistent=False)
+        self.register_buffer("slots", torch.arange(capacity, device=dit.device), persistent=False)
         self._block = compile(block, "dit_block")
         self._block_keys = compile(block_keys, "dit_block_keys")
 

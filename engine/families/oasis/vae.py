@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from engine.core.module import Placed
 from engine.families.oasis.rotary import (
     axial_angles,
     on_default_device,
@@ -80,7 +81,7 @@ class PatchEmbed(nn.Module):
         return self.proj(images).flatten(2).transpose(1, 2)
 
 
-class OasisVAE(nn.Module):
+class OasisVAE(Placed, nn.Module):
     """Constructor arguments are those of the reference `AutoencoderKL` (see vae.json in the fixtures)."""
 
     def __init__(self, latent_dim: int = 16, input_height: int = 360, input_width: int = 640, patch_size: int = 20,

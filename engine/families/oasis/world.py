@@ -13,12 +13,10 @@ import torch
 from omegaconf import DictConfig
 
 from engine.backends.base import Backend
-from engine.backends.device import dtype_name
 from engine.core.noise import ResettableNoise, SeededNoise
 from engine.core.prompt import load_prompt_frames
-from engine.core.session import SessionOptions, session_backend
+from engine.core.session import SessionBase, SessionOptions, StepResult, session_backend
 from engine.core.spawn import resolve_prompt_file
-from engine.core.timing import StageTimer
 from engine.families.oasis.diffusion_forcing import (
     CachedDiffusionForcing,
     DiffusionForcingSettings,
@@ -40,26 +38,23 @@ def sampler_settings(cfg: DictConfig, steps: int | None = None) -> DiffusionForc
         max_frames=int(s.get("max_frames", cfg.networks.dit.get("max_frames", 32))))
 
 
-class OasisSession:
+class OasisSession(SessionBase):
     """One player in an Oasis world. `reset` takes prompt frames, `step` returns the next RGB frame."""
+
+    family = "oasis"
 
     def __init__(self, cfg: DictConfig, dit: OasisDiT, vae: OasisVAE, *, sampler: str = "cached",
                  steps: int | None = None, seed: int = 0, noise: ResettableNoise | None = None,
                  checkpoint_files: dict[str, Path] | None = None, backend: Backend | None = None) -> None:
-        param = dit.x_embedder.proj.weight
-        self.cfg = cfg
-        self.world = str(cfg.name)
-        self.device, self.dtype = param.device, param.dtype
-        self.dit, self.vae = dit, vae
-        self.seed = seed
-        self.checkpoint_files = checkpoint_files or {}
-        self.latent_scale = float(cfg.latent_scale)
         self.settings = sampler_settings(cfg, steps)
-        self.sampler_kind = sampler
+        super().__init__(cfg, device=dit.device, dtype=dit.dtype, action_dim=dit.external_cond_dim,
+                         frame_size=vae.image_size, steps=self.settings.ddim_steps, seed=seed, sampler=sampler,
+                         checkpoint_files=checkpoint_files, backend=backend)
+        self.dit, self.vae = dit, vae
+        self.latent_scale = float(cfg.latent_scale)
         self.noise = noise or SeededNoise(seed, self.device)
         # The cached sampler runs its DiT calls through the backend (see engine/backends/); eager keeps the
         # plain CachedDiffusionForcing, and the reference sampler is always the plain algorithm.
-        self.backend = backend or Backend(self.device, self.dtype)
         fast = self.backend.name != "eager"
         if sampler == "cached" and fast:
             self.sampler = BackendDiffusionForcing(dit, self.settings, self.noise, batch=1, backend=self.backend)
@@ -68,13 +63,6 @@ class OasisSession:
         tokens = torch.zeros((1, vae.grid[0] * vae.grid[1], vae.latent_dim), device=self.device, dtype=self.dtype)
         self._decode_tokens = (self.backend.compile_step(vae.decode, (tokens,), "vae_decoder") if fast
                                else vae.decode)
-        self.action_dim = dit.external_cond_dim
-        self.steps = self.settings.ddim_steps
-        self.last_action = torch.zeros(self.action_dim)
-        self.frame_size = vae.image_size
-        self.fps = int(cfg.get("fps", 20))
-        self.timer = StageTimer(self.device)
-        self.pose = None
         self._prompt: tuple[torch.Tensor, torch.Tensor | None] | None = None
 
     @torch.no_grad()
@@ -93,10 +81,9 @@ class OasisSession:
         return (image.clamp(0, 1) * 255).to(torch.uint8)[0].permute(1, 2, 0)
 
     def warm_up(self) -> None:
-        """Compile/capture the backend's calls now, under a progress bar, before the first tick."""
         if isinstance(self.sampler, BackendDiffusionForcing):
             self.sampler.warm_up()
-        self.backend.warm_up()
+        super().warm_up()
 
     @torch.no_grad()
     def reset(self, prompt_frames: torch.Tensor | None = None, prompt_actions: torch.Tensor | None = None) -> None:
@@ -118,32 +105,24 @@ class OasisSession:
         latents = self.prompt_latents
         return torch.stack([self.decode(latents[:, j]) for j in range(latents.shape[1])])
 
-    def hud_items(self) -> list[str]:
-        return []
-
     @torch.no_grad()
-    def step(self, action: torch.Tensor) -> torch.Tensor:
+    def step(self, action: torch.Tensor) -> StepResult:
         """One tick: action (A,) -> uint8 RGB frame (H, W, 3) on the device."""
         self.last_action = action
         with self.timer.stage("sample"):
             latent = self.sampler.step(action.to(self.device, torch.float32)[None])
         with self.timer.stage("decode"):
             frame = self.decode(latent)
-        return frame
+        return self.result(frame)
 
     @property
     def frame_index(self) -> int:
         return self.sampler.frame_index
 
-    def metadata(self) -> dict:
-        """What a recording needs to say how its frames were made."""
+    def settings_metadata(self) -> dict:
         s = self.settings
-        return {
-            "world": self.world, "family": "oasis", "seed": self.seed, "sampler": self.sampler_kind,
-            "steps": s.ddim_steps, "ddim_steps": s.ddim_steps, "max_frames": s.max_frames, "stabilization_level": s.stabilization_level,
-            "noise_abs_max": s.noise_abs_max, "device": str(self.device), "dtype": dtype_name(self.dtype),
-            "backend": self.backend.label,
-        }
+        return {"ddim_steps": s.ddim_steps, "max_frames": s.max_frames, "stabilization_level": s.stabilization_level,
+                "noise_abs_max": s.noise_abs_max}
 
 
 def open_world(cfg: DictConfig, networks: dict, options: SessionOptions) -> OasisSession:
@@ -152,7 +131,7 @@ def open_world(cfg: DictConfig, networks: dict, options: SessionOptions) -> Oasi
     dit = networks["dit"]
     session = OasisSession(cfg, dit, networks["vae"], sampler=options.sampler, steps=options.steps,
                            seed=options.seed, checkpoint_files=options.checkpoint_files,
-                           backend=session_backend(cfg, options, dit.x_embedder.proj.weight))
+                           backend=session_backend(cfg, options, dit))
     session.warm_up()
     height, width = session.frame_size
     frames = load_prompt_frames(prompt_path, int(cfg.get("prompt", {}).get("frames", 1)), height, width)

@@ -24,19 +24,18 @@ def mar_inputs(model: WorldMAR, frames: int, batch: int, hidden_count: int,
                seed: int = 0) -> dict[str, tuple[torch.Tensor, ...]]:
     """Example inputs of the three calls: `hidden_count` target tokens hidden in a random order."""
     gen = torch.Generator().manual_seed(seed)
-    weight = model.z_proj.weight
     h, w = model.grid
     p = model.patch_size
     latents = torch.randn((batch, frames, h * w * p * p, model.vae_embed_dim), generator=gen)
-    x = model.tokens(latents.to(weight.device)).to(weight.dtype)
+    x = model.tokens(latents.to(model.device)).to(model.dtype)
     x[:, 0] = 0
-    nframes = torch.full((batch,), frames, dtype=torch.long, device=weight.device)
-    condition = (torch.rand((batch, ACTION_DIM), generator=gen).to(weight.device, weight.dtype),
-                 torch.randn((batch, frames, h, w, PLUCKER_DIM), generator=gen).to(weight.device, weight.dtype),
-                 -torch.arange(frames, device=weight.device).repeat(batch, 1), nframes)
+    nframes = torch.full((batch,), frames, dtype=torch.long, device=model.device)
+    condition = (torch.rand((batch, ACTION_DIM), generator=gen).to(model.device, model.dtype),
+                 torch.randn((batch, frames, h, w, PLUCKER_DIM), generator=gen).to(model.device, model.dtype),
+                 -torch.arange(frames, device=model.device).repeat(batch, 1), nframes)
     with torch.no_grad():
         cond = model.condition(*condition)
-    orders = torch.rand((batch, h * w), generator=gen).argsort(dim=-1).to(weight.device)
+    orders = torch.rand((batch, h * w), generator=gen).argsort(dim=-1).to(model.device)
     step = (x, cond.action, cond.frames, mask_from_orders(orders, hidden_count), padding_mask(nframes, frames))
     return {"condition": condition, "step": step}
 
@@ -47,12 +46,11 @@ def worldmar_exports(model: WorldMAR, frames: int, batch: int = 1, mar_iters: in
     tokens = model.frame_tokens
     inputs = mar_inputs(model, frames, batch, hidden_count=tokens)
     rows = batch * largest_group(tokens, mar_iters)
-    weight = model.z_proj.weight
     gen = torch.Generator().manual_seed(1)
-    head_inputs = (torch.randn((rows, model.token_dim), generator=gen).to(weight.device, weight.dtype),
-                   torch.full((rows,), int(model.diffloss.gen_diffusion.timestep_map[-1]), device=weight.device),
+    head_inputs = (torch.randn((rows, model.token_dim), generator=gen).to(model.device, model.dtype),
+                   torch.full((rows,), int(model.diffloss.gen_diffusion.timestep_map[-1]), device=model.device),
                    torch.randn((rows, model.diffloss.net.cond_embed.in_features), generator=gen).to(
-                       weight.device, weight.dtype))
+                       model.device, model.dtype))
     return [
         ExportSpec("mar_condition", "worldmar", MARCondition(model), inputs["condition"],
                    ["actions", "plucker", "timestamps", "batch_nframes"], ["action", "frames"]),

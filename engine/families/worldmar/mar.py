@@ -106,7 +106,7 @@ class MARSampler:
         """`sample` once its random draws are made: reveal order (B, n), start noise (B, n, C)."""
         model = self.model
         t = latents.shape[1]
-        x = model.tokens(latents).to(model.z_proj.weight.dtype)
+        x = model.tokens(latents).to(model.dtype)
         x[:, 0] = 0
         cond = self._condition(actions, plucker, timestamps, batch_nframes)
         padding = padding_mask(batch_nframes, t)

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from engine.checkpoints.loading import check_module, load_into, read_state_dict, strip_prefix
+from engine.core.module import Placed
 from engine.core.noise import NoiseSource
 from engine.errors import CheckpointError
 from engine.families.oasis.dit import NoiseLevelEmbed
@@ -86,7 +87,7 @@ def _mlp(inputs: int, hidden: int, out: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(inputs, hidden), nn.ReLU(), nn.Linear(hidden, out))
 
 
-class WorldMAR(nn.Module):
+class WorldMAR(Placed, nn.Module):
     """Constructor arguments are the reference's (without the VAE and trainer settings, see
     `from_reference_kwargs`), plus `reference_compat`."""
 

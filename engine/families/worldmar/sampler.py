@@ -35,8 +35,7 @@ class BackendMARSampler(MARSampler):
     def __init__(self, model: WorldMAR, settings: MARSettings, noise: NoiseSource, backend: Backend | None = None,
                  batch: int = 1) -> None:
         super().__init__(model, settings, noise)
-        param = model.z_proj.weight
-        self.backend = backend = backend or Backend(param.device, param.dtype)
+        self.backend = backend = backend or Backend(model.device, model.dtype)
         if model.attention_dropout() is not None:  # its random draws happen inside the network calls
             raise ConfigError(f"--backend {backend.name}: this WorldMAR samples with attention dropout "
                               f"(networks.worldmar.attn_dropout={model.attn_dropout:g} with reference_compat: true), "
@@ -68,8 +67,7 @@ class BackendMARSampler(MARSampler):
 
 def frame_example(model: WorldMAR, batch: int) -> tuple[torch.Tensor, ...]:
     """Inputs of `MARSampler._frame` with the play shapes (T = num_frames): what a capture is prepared with."""
-    param = model.z_proj.weight
-    device, frames, (h, w) = param.device, model.num_frames, model.grid
+    device, frames, (h, w) = model.device, model.num_frames, model.grid
     tokens = model.frame_tokens
     latent_tokens = tokens * model.patch_size**2
     return (torch.zeros((batch, frames, latent_tokens, model.vae_embed_dim), device=device),

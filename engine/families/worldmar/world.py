@@ -32,13 +32,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from engine.actions.vpt import ACTION_KEYS, CAMERA_CENTER_BIN
 from engine.backends.base import Backend
-from engine.backends.device import dtype_name
 from engine.checkpoints.loading import load_into
 from engine.core.noise import SeededNoise
 from engine.core.prompt import load_prompt_frames
-from engine.core.session import SessionOptions, session_backend
+from engine.core.session import SessionBase, SessionOptions, StepResult, session_backend
 from engine.core.spawn import resolve_prompt_file
-from engine.core.timing import StageTimer
 from engine.errors import CheckpointError, ConfigError
 from engine.families.oasis.vae import OasisVAE
 from engine.families.worldmar.conditioning import frame_timestamps
@@ -100,18 +98,17 @@ def memory_settings(cfg: DictConfig) -> dict:
     return memory
 
 
-class WorldMARSession:
+class WorldMARSession(SessionBase):
     """One player in a WorldMAR world; `step` runs the five stages of the module docstring."""
+
+    family = "worldmar"
 
     def __init__(self, cfg: DictConfig, model: WorldMAR, vae: OasisVAE, *, steps: int | None = None, seed: int = 0,
                  checkpoint_files: dict[str, Path] | None = None, backend: Backend | None = None) -> None:
-        param = model.z_proj.weight
-        self.cfg = cfg
-        self.world = str(cfg.name)
-        self.device, self.dtype = param.device, param.dtype
+        super().__init__(cfg, device=model.device, dtype=model.dtype, action_dim=len(ACTION_KEYS),
+                         frame_size=vae.image_size, steps=0, seed=seed, sampler="mar",
+                         checkpoint_files=checkpoint_files, backend=backend)
         self.model, self.vae = model.eval(), vae.eval()
-        self.seed = seed
-        self.checkpoint_files = checkpoint_files or {}
         self.memory = memory_settings(cfg)
         self.num_context = int(self.memory["num_prev_frames"]) + int(self.memory["num_mem_frames"])
         self._check_geometry(cfg)
@@ -123,7 +120,6 @@ class WorldMARSession:
         self.dropout_noise = SeededNoise(seed + 1, self.device)
         # Eager keeps the plain MARSampler; any other backend runs the frame's static-shape units
         # (engine/families/worldmar/sampler.py) and the VAE decoder through it, as the Oasis world does.
-        self.backend = backend or Backend(self.device, self.dtype)
         fast = self.backend.name != "eager"
         if fast:
             self.sampler = BackendMARSampler(model, self.settings, self.noise, self.backend)
@@ -132,11 +128,6 @@ class WorldMARSession:
         tokens = torch.zeros((1, vae.grid[0] * vae.grid[1], vae.latent_dim), device=self.device, dtype=self.dtype)
         self._decode_latents = self.backend.compile_step(vae.decode, (tokens,), "vae_decoder") if fast else vae.decode
         self.steps = self.sampler.diffusion.num_timesteps
-        self.action_dim = len(ACTION_KEYS)
-        self.last_action = torch.zeros(self.action_dim)
-        self.frame_size = vae.image_size
-        self.fps = int(cfg.get("fps", 20))
-        self.timer = StageTimer(self.device)
         spawn = tuple(float(v) for v in cfg.get("spawn_pose", DEFAULT_SPAWN_POSE))
         self.integrator = PoseIntegrator(spawn, self.device)
         latent_shape = (model.frame_tokens * model.patch_size**2, model.vae_embed_dim)
@@ -183,10 +174,6 @@ class WorldMARSession:
         image = (self._decode_latents(latents.to(self.dtype).contiguous()).float() + 1) / 2
         return (image.clamp(0, 1) * 255).to(torch.uint8)[0].permute(1, 2, 0)
 
-    def warm_up(self) -> None:
-        """Compile/capture the backend's calls now, under a progress bar, before the first tick."""
-        self.backend.warm_up()
-
     @torch.no_grad()
     def reset(self, prompt_frames: torch.Tensor | None = None) -> None:
         """Start (or restart, with no arguments) from prompt frames (P, 3, H, W) in [0, 1]: they enter the
@@ -211,7 +198,7 @@ class WorldMARSession:
         return torch.stack([self.decode(latent[None]) for latent in self._prompt_latents])
 
     @torch.no_grad()
-    def step(self, action: torch.Tensor) -> torch.Tensor:
+    def step(self, action: torch.Tensor) -> StepResult:
         """One tick: action (25,) -> uint8 RGB frame (H, W, 3) on the device."""
         self.last_action = action
         action = action.to(self.device, torch.float32)
@@ -227,7 +214,7 @@ class WorldMARSession:
         with self.timer.stage("store"):
             self.bank.insert(latents[0], pose, action, number)
         self._frames = number + 1
-        return frame
+        return self.result(frame)
 
     def _context(self, pose: torch.Tensor, number: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Fill the model's frame buffers for target frame `number`; returns (plucker, timestamps, nframes)."""
@@ -281,14 +268,9 @@ class WorldMARSession:
         self.dropout_noise.generator.set_state(extra["dropout_noise_state"])
         self._retrieved.fill_(-1)
 
-    def metadata(self) -> dict:
-        return {
-            "world": self.world, "family": "worldmar", "seed": self.seed, "sampler": "mar",
-            "mar_iters": self.settings.mar_iters, "steps": self.steps, "diffusion_steps": self.settings.diffusion_steps,
-            "reference_compat": self.model.reference_compat, "memory": self.memory,
-            "device": str(self.device), "dtype": dtype_name(self.dtype),
-            "backend": self.backend.label,
-        }
+    def settings_metadata(self) -> dict:
+        return {"mar_iters": self.settings.mar_iters, "diffusion_steps": self.settings.diffusion_steps,
+                "reference_compat": self.model.reference_compat, "memory": self.memory}
 
 
 def open_world(cfg: DictConfig, networks: dict, options: SessionOptions) -> WorldMARSession:
@@ -302,7 +284,7 @@ def open_world(cfg: DictConfig, networks: dict, options: SessionOptions) -> Worl
         "runs eagerly")
     session = WorldMARSession(cfg, model, networks["vae"], steps=options.steps, seed=options.seed,
                               checkpoint_files=options.checkpoint_files,
-                              backend=session_backend(cfg, options, model.z_proj.weight, eager_for_auto=dropout))
+                              backend=session_backend(cfg, options, model, eager_for_auto=dropout))
     session.warm_up()
     height, width = session.frame_size
     frames = load_prompt_frames(prompt_path, int(cfg.get("prompt", {}).get("frames", 1)), height, width)

@@ -201,8 +201,7 @@ class LatentCacheWriter:
 
 @torch.no_grad()
 def _encode(vae: torch.nn.Module, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    param = next(vae.parameters())
-    return vae.encode(frames.to(param.device, param.dtype))
+    return vae.encode(frames.to(vae.device, vae.dtype))
 
 
 def build_latent_cache(episodes: Sequence[Episode], vae: torch.nn.Module, out_dir: str | Path, *,
