@@ -21,7 +21,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from engine.errors import EngineError
+from engine.errors import ConfigError, EngineError
 
 PROJECT_ROOT = Path(__file__).resolve().parent
 
@@ -55,18 +55,21 @@ def build(args: argparse.Namespace) -> None:
         tensorrt_environment,
         write_sidecar,
     )
-    from engine.backends.world_exports import world_exports
     from engine.checkpoints.resolve import parse_weight_overrides, resolve_checkpoint_files
     from engine.checkpoints.verify import files_sha256
     from engine.core.config import load_world_config
     from engine.core.loader import load_networks
+    from engine.families import export_function
 
     cfg = load_world_config(args.config or args.world, [f"game={args.game}"] if args.game else [])
+    exports = export_function(str(cfg.family))
+    if exports is None:
+        raise ConfigError(f"world '{cfg.name}': build_trt.py has no export for family '{cfg.family}'")
     files = resolve_checkpoint_files(cfg, explicit=parse_weight_overrides(args.weights),
                                      allow_download=not args.no_download)
     networks = load_networks(cfg, files, torch.device("cpu"), torch.float32)
     folder = Path(args.out) / str(cfg.name)
-    specs = world_exports(cfg, networks)
+    specs = exports(cfg, networks)
     previous = {spec.name: read_sidecar(folder / f"{spec.name}.json") for spec in specs}
     checkpoint_sha = files_sha256(files)
     exported = export_all(specs, folder, args.atol)

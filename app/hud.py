@@ -8,8 +8,6 @@ from dataclasses import dataclass, field
 import numpy as np
 import pygame
 
-from engine.actions.vpt import ACTION_KEYS, CAMERA_BIN_DEGREES, CAMERA_CENTER_BIN, PITCH_COLUMN, YAW_COLUMN
-
 WHITE = (235, 235, 235)
 GREY = (170, 170, 170)
 RED = (255, 70, 60)
@@ -69,19 +67,6 @@ def hud_lines(info: HudInfo) -> list[Line]:
     if info.status:
         lines.append((info.status, YELLOW))
     return lines
-
-
-def describe_action(action: Sequence[float]) -> str | None:
-    """The pressed VPT columns and the camera turn in degrees; None for other action spaces."""
-    if len(action) != len(ACTION_KEYS):
-        return None
-    values = [float(v) for v in action]
-    pressed = [name for i, name in enumerate(ACTION_KEYS) if i not in (PITCH_COLUMN, YAW_COLUMN) and values[i]]
-    degrees = CAMERA_CENTER_BIN * CAMERA_BIN_DEGREES
-    pitch, yaw = values[PITCH_COLUMN] * degrees, values[YAW_COLUMN] * degrees
-    if pitch or yaw:
-        pressed.append(f"camera pitch {pitch:+.1f}° yaw {yaw:+.1f}°")
-    return " ".join(pressed) or "none"
 
 
 def controls_lines(game_controls: Sequence[tuple[str, str]], player_controls: Sequence[tuple[str, str]]) -> list[Line]:

@@ -12,7 +12,7 @@ import argparse
 import dataclasses
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Protocol, TypeVar
@@ -26,7 +26,6 @@ from app.hud import (
     TextPanel,
     controls_lines,
     controls_text,
-    describe_action,
     font_size,
     hud_lines,
 )
@@ -79,9 +78,10 @@ class Player:
 
     def __init__(self, window: Window, renderer: Renderer, source: FrameSource, handler: InputHandler, *,
                  info: HudInfo, position: Callable[[Tick], str], status: Callable[[], str | None],
-                 recorder: Recorder | None, controls: list[Line], screenshot_dir: Path) -> None:
+                 recorder: Recorder | None, controls: list[Line], screenshot_dir: Path,
+                 describe: Callable[[Sequence[float]], str | None] = lambda action: None) -> None:
         self.window, self.renderer, self.source, self.handler = window, renderer, source, handler
-        self.info, self.position, self.status = info, position, status
+        self.info, self.position, self.status, self.describe = info, position, status, describe
         self.recorder = recorder
         self.controls = controls
         self.screenshot_dir = screenshot_dir
@@ -187,7 +187,7 @@ class Player:
             self.info, model_fps=self.source.ticks_per_second(),
             stages_ms=tick.stages_ms if tick is not None else {}, latency_ms=self.latency_ms,
             frame=self.position(tick) if tick is not None else "",
-            action=describe_action(tick.action) if tick is not None and tick.action is not None else None,
+            action=self.describe(tick.action) if tick is not None and tick.action is not None else None,
             recording_s=self.recorder.seconds() if self.recorder is not None else None,
             pose=tick.pose if tick is not None else None, status=" | ".join(statuses) or None,
             world_items=tick.hud_items if tick is not None else ())
@@ -301,7 +301,15 @@ def _viewer(args: argparse.Namespace, window: Window, renderer: Renderer, stack:
                   position=lambda tick: source.position(),
                   status=lambda: "end of recording: Enter starts again" if source.finished else None,
                   recorder=None, controls=controls_lines([], PLAYBACK_CONTROLS),
-                  screenshot_dir=args.recordings / "view")
+                  screenshot_dir=args.recordings / "view", describe=_recorded_keymap_description(meta))
+
+
+def _recorded_keymap_description(meta: dict) -> Callable[[Sequence[float]], str | None]:
+    """Actions of a viewed recording in words, by the keymap it was played with (when it names a loadable one)."""
+    try:
+        return Keymap.load(meta["keymap"]).describe
+    except (KeyError, ConfigError):
+        return lambda action: None
 
 
 def _model_player(args: argparse.Namespace, window: Window, renderer: Renderer, stack: ExitStack, world: str,
@@ -342,7 +350,7 @@ def _model_player(args: argparse.Namespace, window: Window, renderer: Renderer, 
     player = Player(window, renderer, loop, InputHandler(state, capture_mouse=replay is None), info=info,
                     position=position, status=status, recorder=recorder,
                     controls=controls_lines(rows, CONTROLS if replay is None else PLAYBACK_CONTROLS),
-                    screenshot_dir=args.recordings / session.world)
+                    screenshot_dir=args.recordings / session.world, describe=keymap.describe)
     print(f"{session.world} on {session.device} ({meta['dtype']}), {session.steps} steps\n"
           f"{controls_text(rows, CONTROLS if replay is None else PLAYBACK_CONTROLS)}")
     for key in shadowed:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 
 import torch
 
@@ -12,50 +13,34 @@ from bench import kernels, retrieval
 from engine.backends.choose import BACKENDS
 from engine.backends.device import resolve_device, resolve_dtype
 from engine.errors import EngineError
-from engine.families.diamond import bench as diamond
-from engine.families.oasis import bench as minecraft
-from engine.families.worldmar import bench as worldmar
-
-
-def run_minecraft(args: argparse.Namespace, device: torch.device, dtype: torch.dtype) -> dict:
-    on_gpu = device.type == "cuda"
-    return minecraft.run(device, dtype, size=args.size or ("full" if on_gpu else "medium"),
-                         window=args.window or (32 if on_gpu else 8), steps=args.steps,
-                         ticks=args.ticks or (20 if on_gpu else 5), backend=args.backend)
+from engine.families import benches, resolve
 
 
 def run_retrieval(args: argparse.Namespace, device: torch.device, dtype: torch.dtype) -> dict:
     return retrieval.run(device)
 
 
-def run_csgo(args: argparse.Namespace, device: torch.device, dtype: torch.dtype) -> dict:
-    return diamond.run_csgo(device, dtype, preset=args.preset, ticks=args.ticks or (20 if device.type == "cuda" else 3),
-                            backend=args.backend)
-
-
-def run_atari(args: argparse.Namespace, device: torch.device, dtype: torch.dtype) -> dict:
-    return diamond.run_atari(device, torch.float32, ticks=args.ticks or (20 if device.type == "cuda" else 5),
-                             backend=args.backend)
-
-
-def run_worldmar(args: argparse.Namespace, device: torch.device, dtype: torch.dtype) -> dict:
-    return worldmar.run(device, dtype, size=args.size or ("full" if device.type == "cuda" else "medium"),
-                        ticks=args.ticks or (10 if device.type == "cuda" else 3), backend=args.backend)
-
-
 def run_kernels(args: argparse.Namespace, device: torch.device, dtype: torch.dtype) -> dict:
     return kernels.run(device, dtype)
 
 
-BENCHES = {"minecraft": (run_minecraft, minecraft.print_table), "retrieval": (run_retrieval, retrieval.print_table),
-           "atari": (run_atari, diamond.print_table), "csgo": (run_csgo, diamond.print_table),
-           "minecraft-mar": (run_worldmar, worldmar.print_table), "kernels": (run_kernels, kernels.print_table)}
+Bench = tuple[Callable[[argparse.Namespace, torch.device, torch.dtype], dict], Callable[[dict], None]]
+
+
+def all_benches() -> dict[str, Bench]:
+    """Every family's benches (engine.families registry), then the generic ones: name -> (run, print_table)."""
+    found: dict[str, Bench] = {}
+    for name, path in benches().items():
+        run = resolve(path)
+        found[name] = (run, resolve(path.partition(":")[0] + ":print_table"))
+    return found | {"retrieval": (run_retrieval, retrieval.print_table), "kernels": (run_kernels, kernels.print_table)}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("worlds", nargs="*", default=[name for name in BENCHES if name != "kernels"],
-                        choices=list(BENCHES))
+    known = all_benches()
+    parser.add_argument("worlds", nargs="*", default=[name for name in known if name != "kernels"],
+                        choices=list(known))
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     parser.add_argument("--backend", default="eager", choices=BACKENDS,
                         help="network calls of the fast path: eager, compile (torch.compile + CUDA graphs), trt, auto")
@@ -75,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     figures = []
     for world in args.worlds:
-        run, print_table = BENCHES[world]
+        run, print_table = known[world]
         try:
             result = run(args, device, dtype)
         except EngineError as exc:

@@ -13,8 +13,7 @@ from collections.abc import Callable
 
 import torch
 
-from bench.device import device_name, sync
-from engine.backends.device import dtype_name
+from engine.backends.device import device_name, dtype_name, sync
 from engine.families.oasis.rotary import axial_angles, pixel_frequencies, rotation_table
 from kernels.adaln_layernorm import adaln_layernorm, adaln_layernorm_reference, kernel_runs_on
 from kernels.rope import rotate_pairs_fused, rotate_pairs_reference

@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 import torch
 
-from bench.device import device_name, sync
+from engine.backends.device import device_name, sync
 from engine.memory.reference_retrieval import reference_retrieve
 from engine.memory.retrieval import generate_points_in_sphere, retrieve, use_kernel
 

@@ -19,14 +19,27 @@ import functools
 
 import torch
 
-from engine.families.oasis.rotary import rotate_pairs
 from kernels.adaln_layernorm import kernel_runs_on
 
 Table = tuple[torch.Tensor, torch.Tensor]
 
 
+def rotate_pairs(x: torch.Tensor, table: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """Rotate the first table[0].shape[-1] features of x pairwise; the remaining features pass through.
+
+    (x[2j], x[2j+1]) -> (x[2j] cos - x[2j+1] sin, x[2j+1] cos + x[2j] sin).
+    """
+    cos, sin = table
+    n = cos.shape[-1]
+    head, tail = x[..., :n], x[..., n:]
+    pairs = head.unflatten(-1, (-1, 2))
+    swapped = torch.stack((-pairs[..., 1], pairs[..., 0]), dim=-1).flatten(-2)
+    rotated = head * cos + swapped * sin
+    return rotated if tail.shape[-1] == 0 else torch.cat((rotated, tail), dim=-1)
+
+
 def rotate_pairs_reference(x: torch.Tensor, table: Table) -> torch.Tensor:
-    """The PyTorch definition: `engine.families.oasis.rotary.rotate_pairs`."""
+    """The PyTorch definition (`rotate_pairs`, which the Oasis and WorldMAR networks call)."""
     return rotate_pairs(x, table)
 
 

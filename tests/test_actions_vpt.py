@@ -238,7 +238,7 @@ def test_camera_settings_from_yaml(tmp_path: Path) -> None:
     ("camera: {sensitivity: -1}\n", "camera.sensitivity must be a positive number"),
     ("camera: {invert_y: maybe}\n", "camera.invert_y must be true or false"),
     ("camera: {speed: 2}\n", "camera.speed is unknown"),
-    ("action_space: doom\n", "action_space 'doom' is unknown"),
+    ("action_space: chess\n", "action_space 'chess' is unknown"),
     ("keys: {yes: jump}\n", "quote it"),
 ])
 def test_bad_keymap_gives_one_line_error(tmp_path: Path, text: str, fragment: str) -> None:
@@ -261,8 +261,8 @@ def test_bad_entry_in_base_keymap_names_the_base_file(tmp_path: Path) -> None:
 
 
 def test_unknown_keymap_name_lists_the_available_ones() -> None:
-    with pytest.raises(ConfigError, match=r"keymap 'doom' not found .*available: .*minecraft"):
-        Keymap.load("doom")
+    with pytest.raises(ConfigError, match=r"keymap 'chess' not found .*available: .*minecraft"):
+        Keymap.load("chess")
 
 
 def test_key_vocabulary_is_pygames() -> None:

@@ -9,11 +9,12 @@ import pygame
 import pytest
 import torch
 
-from app.hud import HudInfo, TextPanel, controls_text, describe_action, hud_lines
+from app.hud import HudInfo, TextPanel, controls_text, hud_lines
 from app.input import CONTROLS, Command, InputHandler, InputState, game_controls, live_actions
 from app.render import letterbox
 from engine.actions.keymap import Keymap
 from engine.actions.vpt import ACTION_KEYS, PITCH_COLUMN, YAW_COLUMN
+from engine.actions.vpt import SPACE as VPT_SPACE
 from launcher import build_parser, window_size
 
 
@@ -127,9 +128,9 @@ def test_hud_lines_show_what_the_issue_asks_for():
 
 def test_describe_action_names_keys_and_camera_degrees():
     action = Keymap.load("minecraft").to_action({"w", "space"}, {"left"}, 40, 0)
-    assert describe_action(action) == "forward jump attack camera pitch +0.0° yaw +6.0°"
-    assert describe_action(torch.zeros(len(ACTION_KEYS))) == "none"
-    assert describe_action(torch.zeros(4)) is None
+    assert VPT_SPACE.describe(action) == "forward jump attack camera pitch +0.0° yaw +6.0°"
+    assert VPT_SPACE.describe(torch.zeros(len(ACTION_KEYS))) == "none"
+    assert VPT_SPACE.describe(torch.zeros(4)) is None
 
 
 def test_text_panel_is_rgba_with_a_tab_column():

@@ -21,11 +21,10 @@ from engine.families.oasis.rotary import (
     axial_angles,
     pair_angles,
     pixel_frequencies,
-    rotate_pairs,
     rotation_table,
 )
 from kernels.adaln_layernorm import _rows_per_condition, adaln_layernorm, adaln_layernorm_reference
-from kernels.rope import rotate_pairs_fused, rotate_pairs_reference, table_layout
+from kernels.rope import rotate_pairs, rotate_pairs_fused, rotate_pairs_reference, table_layout
 from tests.conftest import PROJECT_ROOT
 from tests.triton_support import needs_gpu, needs_triton
 

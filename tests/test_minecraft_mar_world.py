@@ -219,7 +219,7 @@ def test_bad_memory_settings_are_one_line_errors(tiny_world, setting, message):
 def test_verify_accepts_a_reference_trainer_checkpoint_and_names_a_broken_one(tiny_world, fixtures_dir, tmp_path):
     from safetensors.torch import load_file
 
-    from engine.checkpoints.verify import verify_world
+    from engine.core.networks import verify_world
     from tests.test_worldmar_model import lightning_checkpoint
 
     weights = load_file(fixtures_dir / "worldmar" / "model_small.safetensors")

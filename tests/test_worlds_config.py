@@ -7,7 +7,7 @@ import pytest
 from engine.core.config import load_world_config
 from engine.core.networks import network_classes
 from engine.errors import ConfigError
-from engine.families import FAMILY_MODULES, family_module
+from engine.families import world_kinds, world_module
 
 
 def test_overrides_apply_on_top_of_the_world_file() -> None:
@@ -24,7 +24,7 @@ def test_malformed_override_is_one_line(entry: str) -> None:
 
 
 def test_every_family_names_its_networks_and_opener() -> None:
-    for family in FAMILY_MODULES:
-        module = family_module(family)
+    for kind in world_kinds():
+        module = world_module(kind)
         assert module.NETWORKS and callable(module.open_world)
     assert set(network_classes(load_world_config("minecraft"))) == {"dit", "vae"}

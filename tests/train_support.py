@@ -47,7 +47,7 @@ def run_training(config: str, overrides: list[str], processes: int = 1, timeout:
 
 def atari_data(folder: Path, episodes: int = 8, size: int = 32) -> Path:
     """Breakout episodes from the real emulator (random policy), as recordings with rewards and ends."""
-    from engine.train.collect_atari import collect_atari
+    from engine.families.diamond.collect_atari import collect_atari
 
     collect_atari("Breakout", folder, episodes=episodes, max_steps=150, size=size, seed=0)
     return folder

@@ -11,6 +11,9 @@ other ALE game is looked up in ale-py.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import torch
 
 from engine.errors import ConfigError
@@ -107,3 +110,23 @@ def one_hot(index: int | torch.Tensor, size: int, device: torch.device | str | N
 def action_index(action: torch.Tensor) -> torch.Tensor:
     """The index of a one-hot action vector (A,) as a (1,) int64 tensor on its device; all zeros -> 0 (NOOP)."""
     return action.argmax().reshape(1)
+
+
+class AtariSpace:
+    """ALE's 18 actions, or a game's minimal set (`atari/<Game>`): one at a time, one-hot, chosen by key combos."""
+
+    name = "atari"
+    discrete = True
+    mouse_driven: tuple[str, ...] = ()
+
+    def targets(self, variant: str = "") -> tuple[str, ...]:
+        return minimal_action_names(variant) if variant else ALE_ACTIONS
+
+    def encode(self, held: Sequence[int], mouse_dx: float, mouse_dy: float, camera: Any) -> torch.Tensor:
+        raise TypeError("the Atari space is discrete: the keymap's combos choose its one-hot action")
+
+    def describe(self, action: Sequence[float]) -> str | None:
+        return None  # the Atari world's HUD items name the action
+
+
+SPACE = AtariSpace()

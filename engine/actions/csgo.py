@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -85,3 +86,36 @@ def encode_csgo_action(keys: Iterable[str], mouse_x: float = 0.0, mouse_y: float
                        r_click: bool = False) -> torch.Tensor:
     """Held keys (press order), mouse motion and clicks -> the 51-dim vector."""
     return CSGOAction.from_input(keys, mouse_x, mouse_y, l_click, r_click).vector()
+
+
+CSGO_ACTIONS = ("up", "left", "down", "right", "jump", "crouch", "walk", "weapon1", "weapon2", "weapon3", "reload",
+                "camera_up", "camera_down", "camera_left", "camera_right", "left_click", "right_click")
+"""DIAMOND's CS:GO action names (its csgo/keymap.py): the 11 vector keys in vector order, the arrow-key camera
+motions, the two clicks. A keymap binds inputs to these; the held ones, in this order, make the vector."""
+CSGO_ACTION_KEYS = dict(zip(CSGO_ACTIONS, (*KEYS, *CAMERA_KEYS), strict=False))
+
+
+class CsgoSpace:
+    """DIAMOND's 51-dim CS:GO vector from held action names and the tick's mouse motion."""
+
+    name = "csgo"
+    discrete = False
+    mouse_driven: tuple[str, ...] = ()
+
+    def targets(self, variant: str = "") -> tuple[str, ...]:
+        return CSGO_ACTIONS
+
+    def encode(self, held: Sequence[int], mouse_dx: float, mouse_dy: float, camera: Any) -> torch.Tensor:
+        """The player does not track press order, so of two opposite keys the one first in CSGO_ACTIONS wins
+        (DIAMOND keeps the first pressed); `camera.sensitivity` is DIAMOND's mouse multiplier."""
+        names = [CSGO_ACTIONS[column] for column in sorted(held)]
+        dy = -mouse_dy if camera.invert_y else mouse_dy
+        return encode_csgo_action([CSGO_ACTION_KEYS[name] for name in names if name in CSGO_ACTION_KEYS],
+                                  mouse_dx * camera.sensitivity, dy * camera.sensitivity,
+                                  l_click="left_click" in names, r_click="right_click" in names)
+
+    def describe(self, action: Sequence[float]) -> str | None:
+        return None
+
+
+SPACE = CsgoSpace()

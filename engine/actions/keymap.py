@@ -19,17 +19,16 @@ YAML layout::
     mouse_buttons: {left: attack, right: use, middle: pickItem}
     camera: {sensitivity: 0.15, max_degrees: 20, bin_degrees: 0.5, invert_y: false}
 
-Discrete action spaces (`action_space: atari`, ALE's 18 actions) take a `combos` section instead: held keys
+The action space (`engine.actions.space`: one module per space) says what the names refer to and turns the held
+targets and the mouse motion into the world's vector. Discrete spaces take a `combos` section instead: held keys
 joined by " + " -> one action name. As in DIAMOND's play mode (src/game/keymap.py, game.py), the longest
-combination whose keys are all held wins (ties: the first in the file), nothing held is NOOP, and the action
-is a one-hot vector. A world names its own action space (`actions.space`, e.g. `atari/Breakout`: the game's
-minimal action set); `Keymap.load(..., action_space=...)` keeps the combos whose action the game has::
+combination whose keys are all held wins (ties: the first in the file), nothing held is the first action, and
+the action is a one-hot vector. A world names its own action space (`actions.space`, optionally with a variant
+after a `/`, e.g. a game whose minimal action set the space knows); `Keymap.load(..., action_space=...)` keeps
+the combos whose action that variant has::
 
-    action_space: atari
+    action_space: <a discrete space>
     combos: {space: fire, d: right, "w + d": upright, "d + space": rightfire}
-
-`action_space: csgo` binds keys and buttons to DIAMOND's CS:GO action names (CSGO_ACTIONS) and gives its 51-dim
-vector (engine/actions/csgo.py); `camera.sensitivity` is then DIAMOND's mouse multiplier.
 """
 
 from __future__ import annotations
@@ -43,31 +42,11 @@ import numpy as np
 import torch
 import yaml
 
-from engine.actions.atari import ALE_ACTIONS, minimal_action_names
-from engine.actions.csgo import CAMERA_KEYS as CSGO_CAMERA_KEYS
-from engine.actions.csgo import KEYS as CSGO_KEYS
-from engine.actions.csgo import encode_csgo_action
-from engine.actions.vpt import (
-    ACTION_KEYS,
-    CAMERA_BIN_DEGREES,
-    CAMERA_KEYS,
-    CAMERA_MAX_DEGREES,
-    PITCH_COLUMN,
-    YAW_COLUMN,
-    camera_bin,
-    camera_value,
-)
+from engine.actions.space import SPACES, ActionSpace, action_space, split_space
+from engine.actions.vpt import ACTION_KEYS, CAMERA_BIN_DEGREES, CAMERA_MAX_DEGREES, camera_bins
 from engine.errors import ConfigError
 
 KEYMAP_DIR = Path(__file__).resolve().parents[2] / "assets" / "keymaps"
-CSGO_ACTIONS = ("up", "left", "down", "right", "jump", "crouch", "walk", "weapon1", "weapon2", "weapon3", "reload",
-                "camera_up", "camera_down", "camera_left", "camera_right", "left_click", "right_click")
-"""DIAMOND's CS:GO action names (its csgo/keymap.py): the 11 vector keys in vector order, the arrow-key camera
-motions, the two clicks. `to_action` feeds the held ones, in this order, to `engine.actions.csgo`."""
-CSGO_ACTION_KEYS = dict(zip(CSGO_ACTIONS, (*CSGO_KEYS, *CSGO_CAMERA_KEYS), strict=False))
-ACTION_SPACES: dict[str, tuple[str, ...]] = {"vpt": ACTION_KEYS, "atari": ALE_ACTIONS, "csgo": CSGO_ACTIONS}
-DISCRETE_SPACES = frozenset({"atari"})
-"""Spaces whose action is one of the columns (a one-hot vector), chosen by key combinations."""
 COMBO_SEPARATOR = " + "
 
 _NAMED_KEYS = (
@@ -90,7 +69,7 @@ _MERGED_SECTIONS = ("keys", "mouse_buttons", "camera", "combos")
 
 @dataclass(frozen=True)
 class CameraSettings:
-    """Mouse pixels -> degrees -> VPT camera bins."""
+    """Mouse pixels -> degrees (-> the space's camera bins, where it has them)."""
 
     sensitivity: float = 360 / 2400
     max_degrees: float = CAMERA_MAX_DEGREES
@@ -112,8 +91,12 @@ class Keymap:
     """Discrete spaces: (held keys, column), longest combination first, ties in file order."""
 
     @property
+    def space(self) -> ActionSpace:
+        return action_space(split_space(self.action_space)[0])
+
+    @property
     def discrete(self) -> bool:
-        return self.action_space.split("/")[0] in DISCRETE_SPACES
+        return self.space.discrete
 
     @classmethod
     def load(cls, name_or_path: str | Path, action_space: str | None = None) -> Keymap:
@@ -128,11 +111,12 @@ class Keymap:
     def from_dict(cls, data: Mapping, source: str = "<dict>") -> Keymap:
         """Validate an already merged keymap mapping (no `extends`)."""
         space = data.get("action_space", "vpt")
-        if space not in ACTION_SPACES:
+        if space not in SPACES:
             raise ConfigError(f"keymap {source}: action_space '{space}' is unknown (expected one of "
-                              f"{', '.join(ACTION_SPACES)})")
-        columns = ACTION_SPACES[space]
-        if space in DISCRETE_SPACES:
+                              f"{', '.join(SPACES)})")
+        kind = action_space(space)
+        columns = kind.targets()
+        if kind.discrete:
             for section in ("keys", "mouse_buttons", "camera"):
                 if data.get(section):
                     raise ConfigError(f"keymap {source}: action_space {space} takes a 'combos' section "
@@ -140,21 +124,23 @@ class Keymap:
             return cls(keys={}, mouse_buttons={}, action_keys=columns, source=source, action_space=space,
                        combos=_combos(data.get("combos"), columns, source))
         if data.get("combos"):
-            raise ConfigError(f"keymap {source}: 'combos' are for discrete action spaces "
-                              f"({', '.join(sorted(DISCRETE_SPACES))}), this keymap's is {space}")
+            discrete = ", ".join(name for name in SPACES if action_space(name).discrete)
+            raise ConfigError(f"keymap {source}: 'combos' are for discrete action spaces ({discrete}), this "
+                              f"keymap's is {space}")
+        mouse = kind.mouse_driven
         return cls(
-            keys=_bindings(data.get("keys"), "keys", KEY_NAMES, columns, source, "a pygame key name such as "
+            keys=_bindings(data.get("keys"), "keys", KEY_NAMES, columns, mouse, source, "a pygame key name such as "
                            "'w', 'space', 'left shift'"),
             mouse_buttons=_bindings(data.get("mouse_buttons"), "mouse_buttons", frozenset(MOUSE_BUTTON_NAMES.values()),
-                                    columns, source, f"one of {', '.join(MOUSE_BUTTON_NAMES.values())}"),
+                                    columns, mouse, source, f"one of {', '.join(MOUSE_BUTTON_NAMES.values())}"),
             camera=_camera(data.get("camera"), source), action_keys=columns, source=source, action_space=space)
 
     def for_action_space(self, space: str) -> Keymap:
-        """This keymap for a world whose actions are `space` ("vpt", "atari" or "atari/<Game>")."""
+        """This keymap for a world whose actions are `space` (a space's name, optionally `/<variant>`)."""
         columns = action_space_columns(space)
         if columns == self.action_keys:
             return self
-        if not self.discrete or space.split("/")[0] != self.action_space:
+        if not self.discrete or split_space(space)[0] != self.action_space:
             raise ConfigError(f"keymap {self.source} maps to action space {self.action_space}, "
                               f"the world's is {space}")
         combos = tuple((keys, columns.index(self.action_keys[column])) for keys, column in self.combos
@@ -163,42 +149,24 @@ class Keymap:
                       action_space=space, combos=combos)
 
     def camera_bins(self, mouse_dx: float, mouse_dy: float) -> tuple[int, int]:
-        """Mouse motion of one tick (pixels, screen axes) -> (pitch_bin, yaw_bin), each in 0..80."""
-        cam = self.camera
-        dy = -mouse_dy if cam.invert_y else mouse_dy
-        return (camera_bin(dy * cam.sensitivity, cam.bin_degrees, cam.max_degrees),
-                camera_bin(mouse_dx * cam.sensitivity, cam.bin_degrees, cam.max_degrees))
+        """Mouse motion of one tick (pixels, screen axes) -> VPT's (pitch_bin, yaw_bin), each in 0..80."""
+        return camera_bins(self.camera, mouse_dx, mouse_dy)
 
     def to_action(self, pressed_keys: Iterable[str], mouse_buttons: Iterable[str], mouse_dx: float,
                   mouse_dy: float) -> torch.Tensor:
         """One tick of input -> action vector (A,) float32. Unbound inputs are ignored."""
-        if self.action_space == "csgo":
-            return self._csgo_action(pressed_keys, mouse_buttons, mouse_dx, mouse_dy)
-        values = np.zeros(len(self.action_keys), dtype=np.float32)
         if self.discrete:
+            values = np.zeros(len(self.action_keys), dtype=np.float32)
             held = set(pressed_keys)
             values[next((column for keys, column in self.combos if held.issuperset(keys)), 0)] = 1.0
             return torch.from_numpy(values)
-        for bindings, names in ((self.keys, pressed_keys), (self.mouse_buttons, mouse_buttons)):
-            for name in names:
-                columns = bindings.get(name)
-                if columns:
-                    values[list(columns)] = 1.0
-        values[[PITCH_COLUMN, YAW_COLUMN]] = camera_value(self.camera_bins(mouse_dx, mouse_dy))
-        return torch.from_numpy(values)
+        held_columns = {column for bindings, names in ((self.keys, pressed_keys), (self.mouse_buttons, mouse_buttons))
+                        for name in names for column in bindings.get(name, ())}
+        return self.space.encode(sorted(held_columns), mouse_dx, mouse_dy, self.camera)
 
-    def _csgo_action(self, pressed_keys: Iterable[str], mouse_buttons: Iterable[str], mouse_dx: float,
-                     mouse_dy: float) -> torch.Tensor:
-        """The 51-dim CS:GO vector. The player does not track press order, so of two opposite keys the one first
-        in CSGO_ACTIONS wins (DIAMOND keeps the first pressed); `camera.sensitivity` is DIAMOND's mouse
-        multiplier and applies to the tick's mouse motion."""
-        held = {column for bindings, names in ((self.keys, pressed_keys), (self.mouse_buttons, mouse_buttons))
-                for name in names for column in bindings.get(name, ())}
-        names = [CSGO_ACTIONS[column] for column in sorted(held)]
-        dy = -mouse_dy if self.camera.invert_y else mouse_dy
-        return encode_csgo_action([CSGO_ACTION_KEYS[name] for name in names if name in CSGO_ACTION_KEYS],
-                                  mouse_dx * self.camera.sensitivity, dy * self.camera.sensitivity,
-                                  l_click="left_click" in names, r_click="right_click" in names)
+    def describe(self, action: Iterable[float]) -> str | None:
+        """The action in words for the HUD, as the space gives it (None where the world's HUD items say it)."""
+        return self.space.describe(list(action))
 
 
 def _resolve(name_or_path: str | Path, relative_to: Path | None) -> Path:
@@ -260,7 +228,7 @@ def _read_merged(path: Path, seen: tuple[Path, ...]) -> dict:
 
 
 def _bindings(section: Mapping | None, label: str, names: frozenset[str], columns: tuple[str, ...],
-              source: str, expected: str) -> dict[str, tuple[int, ...]]:
+              mouse_driven: tuple[str, ...], source: str, expected: str) -> dict[str, tuple[int, ...]]:
     out: dict[str, tuple[int, ...]] = {}
     for raw_name, target in (section or {}).items():
         if isinstance(raw_name, bool):
@@ -273,26 +241,24 @@ def _bindings(section: Mapping | None, label: str, names: frozenset[str], column
         targets = target if isinstance(target, list) else [target]
         indices = []
         for column in targets:
-            if column in CAMERA_KEYS:
+            if column in mouse_driven:
                 raise ConfigError(f"keymap {source}: {label}.'{raw_name}' -> '{column}': the camera columns are "
                                   "driven by the mouse (see the 'camera' section)")
             if not isinstance(column, str) or column not in columns:
                 raise ConfigError(f"keymap {source}: {label}.'{raw_name}' -> '{column}' is not an action column "
-                                  f"(expected one of {', '.join(c for c in columns if c not in CAMERA_KEYS)})")
+                                  f"(expected one of {', '.join(c for c in columns if c not in mouse_driven)})")
             indices.append(columns.index(column))
         out[name] = tuple(indices)
     return out
 
 
 def action_space_columns(space: str) -> tuple[str, ...]:
-    """Column names of an action space: "vpt", "atari" (ALE's 18 actions) or "atari/<Game>" (its minimal set)."""
-    if space in ACTION_SPACES:
-        return ACTION_SPACES[space]
-    family, _, game = space.partition("/")
-    if family == "atari" and game:
-        return minimal_action_names(game)
-    raise ConfigError(f"action space '{space}' is unknown (expected one of {', '.join(ACTION_SPACES)} "
-                      "or atari/<Game>)")
+    """Names of an action space's targets: a space's name, or `<name>/<variant>` (e.g. a game's minimal set)."""
+    name, variant = split_space(space)
+    if name not in SPACES or (variant and not action_space(name).discrete):
+        raise ConfigError(f"action space '{space}' is unknown (expected one of {', '.join(SPACES)}, or a discrete "
+                          "space with a variant, e.g. <space>/<Game>)")
+    return action_space(name).targets(variant)
 
 
 def _combos(section: Mapping | None, columns: tuple[str, ...],

@@ -17,6 +17,7 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -56,6 +57,46 @@ def camera_bin(degrees: float, bin_degrees: float = CAMERA_BIN_DEGREES,
     clamped = min(max(float(degrees), -max_degrees), max_degrees)
     steps = math.floor(abs(clamped) / bin_degrees + 0.5)
     return int(min(max(CAMERA_CENTER_BIN + math.copysign(steps, clamped), 0), 2 * CAMERA_CENTER_BIN))
+
+
+def camera_bins(camera: Any, mouse_dx: float, mouse_dy: float) -> tuple[int, int]:
+    """Mouse motion of one tick (pixels, screen axes) -> (pitch_bin, yaw_bin), each in 0..80, with a keymap's
+    camera settings (`sensitivity` degrees per pixel, `bin_degrees`, `max_degrees`, `invert_y`)."""
+    dy = -mouse_dy if camera.invert_y else mouse_dy
+    return (camera_bin(dy * camera.sensitivity, camera.bin_degrees, camera.max_degrees),
+            camera_bin(mouse_dx * camera.sensitivity, camera.bin_degrees, camera.max_degrees))
+
+
+class VptSpace:
+    """Minecraft's VPT/MineRL vector: keys and buttons hold binary columns, the mouse turns the camera bins."""
+
+    name = "vpt"
+    discrete = False
+    mouse_driven = CAMERA_KEYS
+
+    def targets(self, variant: str = "") -> tuple[str, ...]:
+        return ACTION_KEYS
+
+    def encode(self, held: Sequence[int], mouse_dx: float, mouse_dy: float, camera: Any) -> torch.Tensor:
+        values = np.zeros(len(ACTION_KEYS), dtype=np.float32)
+        values[list(held)] = 1.0
+        values[[PITCH_COLUMN, YAW_COLUMN]] = camera_value(camera_bins(camera, mouse_dx, mouse_dy))
+        return torch.from_numpy(values)
+
+    def describe(self, action: Sequence[float]) -> str | None:
+        """The pressed columns and the camera turn in degrees."""
+        if len(action) != len(ACTION_KEYS):
+            return None
+        values = [float(v) for v in action]
+        pressed = [name for i, name in enumerate(ACTION_KEYS) if i not in (PITCH_COLUMN, YAW_COLUMN) and values[i]]
+        degrees = CAMERA_CENTER_BIN * CAMERA_BIN_DEGREES
+        pitch, yaw = values[PITCH_COLUMN] * degrees, values[YAW_COLUMN] * degrees
+        if pitch or yaw:
+            pressed.append(f"camera pitch {pitch:+.1f}° yaw {yaw:+.1f}°")
+        return " ".join(pressed) or "none"
+
+
+SPACE = VptSpace()
 
 
 def _is_number(value: object) -> bool:

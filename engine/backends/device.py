@@ -46,3 +46,15 @@ def leave_core_for_io(device: torch.device) -> None:
     cores = os.cpu_count() or 1
     if device.type == "cpu" and cores > 1 and "OMP_NUM_THREADS" not in os.environ:
         torch.set_num_threads(cores - 1)
+
+
+def sync(device: torch.device) -> None:
+    """Wait for queued GPU work so wall-clock timings cover it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({torch.get_num_threads()} threads)"

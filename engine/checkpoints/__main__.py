@@ -10,8 +10,9 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from engine.checkpoints.resolve import resolve_checkpoint_files
-from engine.checkpoints.verify import convert_to_safetensors, file_sha256, verify_world
+from engine.checkpoints.verify import convert_to_safetensors, file_sha256
 from engine.core.config import load_world_config
+from engine.core.networks import verify_world
 from engine.errors import CheckpointError, EngineError
 
 

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
@@ -31,9 +30,7 @@ from engine.checkpoints.loading import (
     tensor_mapping,
     view_identity,
 )
-from engine.core.networks import build_networks
 from engine.errors import CheckpointError
-from engine.families import family_module
 
 CHUNK_BYTES = 1 << 24
 
@@ -113,24 +110,20 @@ def verify_file(module: nn.Module, path: str | Path, role: str = "", prefix: str
     return report
 
 
-def checkpoint_prefix(world_cfg: DictConfig, role: str) -> str | None:
-    """Key prefix of role's tensors inside its file (`checkpoints.prefixes.<role>`), e.g. `denoiser.`."""
-    prefixes = world_cfg.checkpoints.get("prefixes") or {}
-    return prefixes.get(role) or None
-
-
-def verify_world(world_cfg: DictConfig, files: Mapping[str, str | Path]) -> list[FileReport]:
-    """Check each {role: file} against the world's networks, built on the meta device."""
-    networks = build_networks(world_cfg, "meta")
+def verify_files(networks: Mapping[str, nn.Module], files: Mapping[str, str | Path],
+                 prefixes: Mapping[str, str | None] | None = None, ignored: Mapping[str, tuple[str, ...]] | None = None,
+                 owner: str = "the networks") -> list[FileReport]:
+    """Check each {role: file} against `networks[role]` (any device, meta included), with the role's key prefix
+    inside its file and the prefixes of other networks' tensors to leave out."""
+    prefixes, ignored = prefixes or {}, ignored or {}
     unknown = sorted(set(files) - set(networks))
     if unknown:
-        raise CheckpointError(f"world '{world_cfg.get('name')}' has no network for role {', '.join(unknown)}: "
-                              f"its roles are {', '.join(networks)}")
+        raise CheckpointError(f"{owner} has no network for role {', '.join(unknown)}: its roles are "
+                              f"{', '.join(networks)}")
     absent = [str(path) for path in files.values() if not Path(path).is_file()]
     if absent:
         raise CheckpointError(f"checkpoint {', '.join(absent)} does not exist")
-    ignored = getattr(family_module(world_cfg.family), "IGNORED_KEY_PREFIXES", {})
-    return [verify_file(networks[role], path, role, checkpoint_prefix(world_cfg, role), tuple(ignored.get(role, ())))
+    return [verify_file(networks[role], path, role, prefixes.get(role), ignored.get(role, ()))
             for role, path in files.items()]
 
 

@@ -9,7 +9,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from engine.errors import ConfigError
-from engine.families import FAMILY_MODULES
+from engine.families import world_kinds
 
 WORLDS_DIR = Path(__file__).resolve().parents[2] / "assets" / "worlds"
 REQUIRED_KEYS = ("family", "checkpoints.files", "networks", "sampler")
@@ -42,8 +42,8 @@ def load_world_config(name_or_path: str | Path, overrides: Sequence[str] = ()) -
     for key in REQUIRED_KEYS:
         if OmegaConf.select(cfg, key) is None:
             raise ConfigError(f"world config {path} lacks the required key '{key}'")
-    if cfg.family not in FAMILY_MODULES:
-        raise ConfigError(f"world config {path}: family '{cfg.family}' is not one of {', '.join(FAMILY_MODULES)}")
+    if cfg.family not in world_kinds():
+        raise ConfigError(f"world config {path}: family '{cfg.family}' is not one of {', '.join(world_kinds())}")
     cfg.setdefault("name", path.stem)
     cfg.source_dir = str(path.resolve().parent)
     return cfg

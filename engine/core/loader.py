@@ -14,11 +14,10 @@ from torch import nn
 from engine.backends.device import resolve_device, resolve_dtype
 from engine.checkpoints.loading import load_into
 from engine.checkpoints.resolve import resolve_checkpoint_files
-from engine.checkpoints.verify import checkpoint_prefix
 from engine.core.config import load_world_config
-from engine.core.networks import build_networks
+from engine.core.networks import build_networks, checkpoint_prefix
 from engine.core.session import Session, SessionOptions
-from engine.families import family_module
+from engine.families import world_module
 
 
 def world_overrides(args: argparse.Namespace) -> list[str]:
@@ -36,7 +35,7 @@ def load_networks(cfg: DictConfig, files: Mapping[str, Path], device: torch.devi
     """Build on the meta device, allocate without random init, then load the weights strictly
     (with the family's `load_weights(module, path, prefix)` where it defines one)."""
     networks = build_networks(cfg, "meta")
-    load = getattr(family_module(cfg.family), "load_weights", load_into)
+    load = getattr(world_module(cfg.family), "load_weights", load_into)
     for role, module in networks.items():
         module.to_empty(device=device)
         load(module, files[role], prefix=checkpoint_prefix(cfg, role))
@@ -51,7 +50,7 @@ def open_session(world: str | Path, *, device: str = "auto", dtype: str | None =
                  extra: dict[str, Any] | None = None) -> Session:
     """A session of any family, reset to its prompt/spawn frames, ready for `step`."""
     cfg = load_world_config(world, overrides)
-    family = family_module(cfg.family)
+    family = world_module(cfg.family)
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
     files = resolve_checkpoint_files(cfg, explicit=checkpoints, allow_download=allow_download)

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import inspect
+from collections.abc import Mapping
+from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from engine.checkpoints.verify import FileReport, verify_files
 from engine.errors import ConfigError
-from engine.families import family_module
+from engine.families import world_module
 
 
 def network_classes(cfg: DictConfig) -> dict[str, type[nn.Module]]:
     """Checkpoint role -> module class for the world's family."""
-    return family_module(cfg.family).NETWORKS
+    return world_module(cfg.family).NETWORKS
 
 
 def network_kwargs(cfg: DictConfig, role: str) -> dict:
@@ -39,3 +42,18 @@ def build_networks(cfg: DictConfig, device: str | torch.device = "cpu",
             module = cls(**kwargs)
         networks[role] = module.to(dtype=dtype).eval().requires_grad_(False)
     return networks
+
+
+def checkpoint_prefix(world_cfg: DictConfig, role: str) -> str | None:
+    """Key prefix of role's tensors inside its file (`checkpoints.prefixes.<role>`), e.g. `denoiser.`."""
+    prefixes = world_cfg.checkpoints.get("prefixes") or {}
+    return prefixes.get(role) or None
+
+
+def verify_world(world_cfg: DictConfig, files: Mapping[str, str | Path]) -> list[FileReport]:
+    """Check each {role: file} against the world's networks, built on the meta device."""
+    networks = build_networks(world_cfg, "meta")
+    ignored = getattr(world_module(world_cfg.family), "IGNORED_KEY_PREFIXES", {})
+    return verify_files(networks, files, {role: checkpoint_prefix(world_cfg, role) for role in networks},
+                        {role: tuple(prefixes) for role, prefixes in ignored.items()},
+                        owner=f"world '{world_cfg.get('name')}'")

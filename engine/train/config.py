@@ -13,9 +13,9 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from engine.errors import ConfigError
+from engine.families import recipe_kinds
 
 CONFIGS_DIR = Path(__file__).resolve().parent / "configs"
-FAMILIES = ("oasis", "diamond", "worldmar")
 REQUIRED_KEYS = ("family", "model", "data")
 
 DEFAULTS = {
@@ -64,6 +64,6 @@ def load_train_config(name_or_path: str | Path, overrides: Sequence[str] = ()) -
     for key in REQUIRED_KEYS:
         if OmegaConf.select(cfg, key) is None:
             raise ConfigError(f"training config {path} lacks the required key '{key}'")
-    if cfg.family not in FAMILIES:
-        raise ConfigError(f"training config {path}: family '{cfg.family}' is not one of {', '.join(FAMILIES)}")
+    if cfg.family not in recipe_kinds():
+        raise ConfigError(f"training config {path}: family '{cfg.family}' is not one of {', '.join(recipe_kinds())}")
     return cfg

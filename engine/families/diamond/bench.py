@@ -1,15 +1,16 @@
 """DIAMOND ticks, our play loop vs the plain reference algorithm in the same process, full-size networks with
 random weights, same settings, same noise, ticks timed alternately.
 
-- csgo: `engine.families.diamond.csgo.PlayTick` vs `ReferenceTick` (WorldModelEnv.step of the csgo branch): next frame at
-  30x56 with the denoiser, bicubic x5, the upsampler at 150x280, then the uint8 frame.
+- csgo: the CS:GO world's own session (`CsgoSession.step`) vs `ReferenceTick` (WorldModelEnv.step of the csgo
+  branch): next frame at 30x56 with the denoiser, bicubic x5, the upsampler at 150x280, then the uint8 frame.
 - atari: the main branch's WorldModelEnv.step (3 Euler steps of the 64x64 denoiser, the reward/end model, the
-  buffers rolled) plus the agent's policy step, vs the same tick with `PlayDenoiser`, an `EdmSampler` and ring
-  buffers. The actions follow a fixed script so that both loops see the same frames.
+  buffers rolled) vs the Atari world's own session (`AtariSession.step`: `PlayDenoiser`, an `EdmSampler`, ring
+  buffers, the networks through the backend). The actions follow a fixed script so that both see the same frames.
 """
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import time
 from collections.abc import Callable
@@ -20,42 +21,26 @@ import torch.nn.functional as F
 from torch import nn
 from torch.distributions import Categorical
 
-from bench.device import device_name, sync
+from engine.actions.atari import one_hot
 from engine.actions.keymap import Keymap
 from engine.backends.base import Backend
 from engine.backends.choose import make_backend
-from engine.backends.device import dtype_name
+from engine.backends.device import device_name, dtype_name, sync
 from engine.core.config import load_world_config
 from engine.core.networks import build_networks
 from engine.core.noise import NoiseSource, SeededNoise
-from engine.core.ring import Ring
 from engine.core.timing import StageTimer
 from engine.families.diamond.agent import (
-    ActorCritic,
-    ActorCriticConfig,
     RewEndModel,
-    RewEndModelConfig,
-    policy_action,
 )
-from engine.families.diamond.csgo import PlayTick, ReferenceTick, preset_settings, to_uint8
-from engine.families.diamond.denoiser import Denoiser, DenoiserConfig
+from engine.families.diamond.atari import AtariSession, sampler_config
+from engine.families.diamond.csgo import CsgoSession, ReferenceTick, preset_settings, to_uint8
+from engine.families.diamond.denoiser import Denoiser
 from engine.families.diamond.edm import EdmSamplerConfig, sample_reference
-from engine.families.diamond.play import play_sampler
-from engine.families.diamond.units import ActorCriticStep, RewEndStep, actor_critic_example, rew_end_example
 
 # eloialonso/diamond main branch, config/agent/default.yaml (env size 64) and config/trainer.yaml's sampler.
-ATARI_IMAGE = 64
-ATARI_ACTIONS = 18
-ATARI_DENOISER = {"sigma_data": 0.5, "sigma_offset_noise": 0.3, "inner_model": {
-    "img_channels": 3, "num_steps_conditioning": 4, "cond_channels": 256, "depths": [2, 2, 2, 2],
-    "channels": [64, 64, 64, 64], "attn_depths": [0, 0, 0, 0], "num_actions": ATARI_ACTIONS}}
-ATARI_REW_END = {"lstm_dim": 512, "img_channels": 3, "img_size": ATARI_IMAGE, "cond_channels": 128,
-                 "depths": [2, 2, 2, 2], "channels": [32, 32, 32, 32], "attn_depths": [0, 0, 0, 0],
-                 "num_actions": ATARI_ACTIONS}
-ATARI_ACTOR_CRITIC = {"lstm_dim": 512, "img_channels": 3, "img_size": ATARI_IMAGE, "channels": [32, 32, 64, 64],
-                      "down": [1, 1, 1, 1], "num_actions": ATARI_ACTIONS}
+ATARI_GAME = "Alien"  # a game with all 18 ALE actions; its networks are the world yaml's (full size)
 BACKEND_LOOP = "play+backend"  # the play tick through the chosen backend, when it is not eager
-ATARI_SAMPLER = EdmSamplerConfig(num_steps_denoising=3, sigma_min=2e-3, sigma_max=5.0, rho=7)
 
 
 def randomize(module: nn.Module, seed: int) -> nn.Module:
@@ -170,26 +155,30 @@ def run_csgo(device: torch.device, dtype: torch.dtype, preset: str = "fast", tic
     height, width = (int(n) for n in cfg.frame_size)
     low_size = (height // factor, width // factor)
     frames = max(denoiser.cfg.inner_model.num_steps_conditioning, upsampler.cfg.inner_model.num_steps_conditioning)
-    num_actions = denoiser.cfg.inner_model.num_actions
     low = random_frames((1, frames, 3, *low_size), 2, device)
     full = F.interpolate(low[0], scale_factor=factor, mode="bicubic").clamp(-1, 1)[None]
     actions = [a.to(device) for a in csgo_actions(warmup + ticks + frames)]
     spawn_act = torch.stack(actions[:frames])[None]
     chosen = make_backend(backend, device, dtype)
-    loops = {"reference": ReferenceTick(denoiser, upsampler, next_cfg, up_cfg, frames),
-             **play_loops(lambda b: PlayTick(denoiser, upsampler, next_cfg, up_cfg, frames, low_size, num_actions,
-                                             device, b), chosen)}
-    noises = {}
-    for name, tick in loops.items():
-        tick.reset(low, full, spawn_act)
-        noises[name] = SeededNoise(0, device)
+    reference = ReferenceTick(denoiser, upsampler, next_cfg, up_cfg, frames)
+    reference.reset(low, full, spawn_act)
+    reference_noise = SeededNoise(0, device)
+    loops: dict[str, Callable[[int], torch.Tensor]] = {
+        "reference": lambda j: to_uint8(reference.step(actions[frames + j], reference_noise)[1][0])}
+    timers = {"reference": reference.timer}
 
-    def loop(name: str, tick) -> Callable[[int], torch.Tensor]:
-        return lambda j: to_uint8(tick.step(actions[frames + j], noises[name])[1][0])
+    def session(through: Backend | None) -> CsgoSession:
+        """The world's session, started at this random spawn point instead of a spawn folder's."""
+        made = CsgoSession(cfg, denoiser, upsampler, [], backend=through)
+        made.tick.reset(low, full, spawn_act)
+        return made
 
-    results = time_interleaved({name: loop(name, tick) for name, tick in loops.items()}, ticks, warmup, device,
-                               {name: tick.timer for name, tick in loops.items()})
-    play = loops["play"]
+    sessions = play_loops(session, chosen)
+    for name, play in sessions.items():
+        loops[name] = lambda j, play=play: play.step(actions[frames + j]).frame
+        timers[name] = play.timer
+    results = time_interleaved(loops, ticks, warmup, device, timers)
+    play = sessions["play"].tick
     return {"bench": "csgo", "device": device_name(device), "dtype": dtype_name(dtype), "preset": preset,
             "low_res": list(low_size), "full_res": [height, width],
             "denoiser_calls_per_tick": [len(play.next_denoiser.conditioners), len(play.up_denoiser.conditioners)],
@@ -201,21 +190,20 @@ def run_csgo(device: torch.device, dtype: torch.dtype, preset: str = "fast", tic
 
 
 class AtariReferenceTick:
-    """WorldModelEnv.step of the main branch, then the agent's policy step on the new frame."""
+    """WorldModelEnv.step of the main branch: the denoiser's sampling loop, the reward/end model, rolled buffers."""
 
-    def __init__(self, denoiser: Denoiser, rew_end: RewEndModel, actor_critic: ActorCritic) -> None:
-        self.denoiser, self.rew_end, self.actor_critic = denoiser, rew_end, actor_critic
-        self.timer = StageTimer(denoiser.inner_model.conv_in.weight.device)
+    def __init__(self, denoiser: Denoiser, rew_end: RewEndModel, settings: EdmSamplerConfig) -> None:
+        self.denoiser, self.rew_end, self.settings = denoiser, rew_end, settings
+        self.timer = StageTimer(denoiser.device)
 
     def reset(self, obs: torch.Tensor, act: torch.Tensor) -> None:
         self.obs_buffer, self.act_buffer = obs.clone(), act.clone()
         *_, self.hx_cx = self.rew_end.predict_rew_end(obs[:, :-1], act[:, :-1], obs[:, 1:])
-        self.ac_state = None
 
     def step(self, act: torch.Tensor, noise: NoiseSource) -> torch.Tensor:
         self.act_buffer[:, -1] = act
         with self.timer.stage("sample"):
-            next_obs, _ = sample_reference(self.denoiser.denoise, self.obs_buffer, self.act_buffer, ATARI_SAMPLER,
+            next_obs, _ = sample_reference(self.denoiser.denoise, self.obs_buffer, self.act_buffer, self.settings,
                                            noise)
         with self.timer.stage("reward"):
             logits_rew, logits_end, self.hx_cx = self.rew_end.predict_rew_end(
@@ -225,83 +213,39 @@ class AtariReferenceTick:
         self.obs_buffer = self.obs_buffer.roll(-1, dims=1)
         self.act_buffer = self.act_buffer.roll(-1, dims=1)
         self.obs_buffer[:, -1] = next_obs
-        with self.timer.stage("policy"):
-            logits_act, _, self.ac_state = self.actor_critic.predict_act_value(next_obs, self.ac_state)
-            self.policy = Categorical(logits=logits_act).sample()
-        return next_obs
-
-
-class AtariPlayTick:
-    """The same tick with `PlayDenoiser`, an `EdmSampler`, ring buffers and sampling without host checks."""
-
-    def __init__(self, denoiser: Denoiser, rew_end: RewEndModel, actor_critic: ActorCritic,
-                 device: torch.device, backend: Backend | None = None) -> None:
-        backend = backend or Backend(device, torch.float32)
-        size = (ATARI_IMAGE, ATARI_IMAGE)
-        self.sampler, self.play = play_sampler(denoiser, ATARI_SAMPLER, device, backend, "denoiser", size)
-        self.rew_end = backend.compile_step(RewEndStep(rew_end), rew_end_example(rew_end), "rew_end_model")
-        self.actor_critic = backend.compile_step(ActorCriticStep(actor_critic), actor_critic_example(actor_critic),
-                                                 "actor_critic")
-        self.burn_in, self.initial_ac_state = rew_end.predict_rew_end, actor_critic.initial_state
-        self.timer = StageTimer(device)
-        t = denoiser.cfg.inner_model.num_steps_conditioning
-        self.obs = Ring((3, ATARI_IMAGE, ATARI_IMAGE), t, device)
-        self.act = Ring((), t, device, dtype=torch.long)
-        self.generator = torch.Generator(device).manual_seed(0)
-
-    def reset(self, obs: torch.Tensor, act: torch.Tensor) -> None:
-        self.obs.fill(obs)
-        self.act.fill(act)
-        *_, self.hx_cx = self.burn_in(obs[:, :-1], act[:, :-1], obs[:, 1:])
-        self.ac_state = self.initial_ac_state(1)
-
-    def step(self, act: torch.Tensor, noise: NoiseSource) -> torch.Tensor:
-        self.act.set_newest(act)
-        obs, acts = self.obs.window(self.obs.length), self.act.window(self.act.length)
-        with self.timer.stage("sample"):
-            self.play.begin(acts)
-            next_obs, _ = self.sampler.sample(obs, acts, noise)
-        with self.timer.stage("reward"):
-            logits_rew, logits_end, *self.hx_cx = self.rew_end(obs[:, -1:], acts[:, -1:], next_obs[:, None],
-                                                              *self.hx_cx)
-            self.reward = policy_action(logits_rew[:, 0], self.generator) - 1.0
-            self.end = policy_action(logits_end[:, 0], self.generator)
-        self.obs.advance()
-        self.act.advance()
-        self.obs.set_newest(next_obs)
-        with self.timer.stage("policy"):
-            logits_act, _, *self.ac_state = self.actor_critic(next_obs, *self.ac_state)
-            self.policy = policy_action(logits_act, self.generator)
         return next_obs
 
 
 @torch.no_grad()
 def run_atari(device: torch.device, dtype: torch.dtype, ticks: int = 5, warmup: int = 1, backend: str = "eager") -> dict:
+    """The Atari world's own session (`AtariSession.step`, eager and through `backend`) against WorldModelEnv.step."""
     if dtype != torch.float32:
         raise ValueError("the Atari bench runs float32 (the reward/end LSTM has no reduced-precision path here)")
-    with torch.device(device):
-        denoiser = randomize(Denoiser(DenoiserConfig.from_dict(ATARI_DENOISER)), 0).eval()
-        rew_end = randomize(RewEndModel(RewEndModelConfig.from_dict(ATARI_REW_END)), 1).eval()
-        actor_critic = randomize(ActorCritic(ActorCriticConfig.from_dict(ATARI_ACTOR_CRITIC)), 2).eval()
+    cfg = load_world_config("atari", [f"game={ATARI_GAME}"])
+    networks = build_networks(cfg, device)
+    for seed, role in enumerate(("denoiser", "rew_end_model", "actor_critic")):
+        randomize(networks[role], seed)
+    denoiser = networks["denoiser"]
     t = denoiser.cfg.inner_model.num_steps_conditioning
-    obs = random_frames((1, t, 3, ATARI_IMAGE, ATARI_IMAGE), 3, device)
-    script = torch.arange(warmup + ticks + t, device=device) % ATARI_ACTIONS
+    size = int(cfg.env.size)
+    obs = random_frames((1, t, 3, size, size), 3, device)
+    num_actions = denoiser.cfg.inner_model.num_actions
+    script = torch.arange(warmup + ticks + t, device=device) % num_actions
     chosen = make_backend(backend, device, dtype)
-    loops = {"reference": AtariReferenceTick(denoiser, rew_end, actor_critic),
-             **play_loops(lambda b: AtariPlayTick(denoiser, rew_end, actor_critic, device, b), chosen)}
-    noises = {}
-    for name, tick in loops.items():
-        tick.reset(obs, script[:t][None].clone())
-        noises[name] = SeededNoise(0, device)
-
-    def loop(name: str, tick) -> Callable[[int], torch.Tensor]:
-        return lambda j: to_uint8(tick.step(script[t + j], noises[name])[0])
-
-    results = time_interleaved({name: loop(name, tick) for name, tick in loops.items()}, ticks, warmup, device,
-                               {name: tick.timer for name, tick in loops.items()})
-    parameters = sum(p.numel() for m in (denoiser, rew_end, actor_critic) for p in m.parameters())
-    return {"bench": "atari", "device": device_name(device), "dtype": dtype_name(dtype), "image": ATARI_IMAGE,
-            "num_actions": ATARI_ACTIONS, "denoiser_steps": ATARI_SAMPLER.num_steps_denoising,
+    reference = AtariReferenceTick(denoiser, networks["rew_end_model"], sampler_config(cfg))
+    reference.reset(obs, script[:t][None].clone())
+    reference_noise = SeededNoise(0, device)
+    loops: dict[str, Callable[[int], torch.Tensor]] = {
+        "reference": lambda j: to_uint8(reference.step(script[t + j], reference_noise)[0])}
+    timers = {"reference": reference.timer}
+    sessions = play_loops(lambda through: AtariSession(cfg, networks, obs[0], script[:t].cpu(), backend=through), chosen)
+    for name, session in sessions.items():
+        loops[name] = lambda j, session=session: session.step(one_hot(script[t + j], num_actions, device)).frame
+        timers[name] = session.timer
+    results = time_interleaved(loops, ticks, warmup, device, timers)
+    parameters = sum(p.numel() for m in networks.values() for p in m.parameters())
+    return {"bench": "atari", "device": device_name(device), "dtype": dtype_name(dtype), "image": size,
+            "num_actions": num_actions, "denoiser_steps": reference.settings.num_steps_denoising,
             "parameters": parameters, **compare(results, ticks, warmup, chosen)}
 
 
@@ -309,7 +253,7 @@ def print_table(result: dict) -> None:
     what = (f"preset {result['preset']}, {result['low_res'][0]}x{result['low_res'][1]} -> "
             f"{result['full_res'][0]}x{result['full_res'][1]}, denoiser calls {result['denoiser_calls_per_tick']}"
             if result["bench"] == "csgo" else f"{result['image']}x{result['image']}, "
-            f"{result['denoiser_steps']} denoising steps + reward/end + policy")
+            f"{result['denoiser_steps']} denoising steps + reward/end")
     print(f"{result['bench']}  full size ({result['parameters']:,} parameters), {what}, {result['device']}, "
           f"{result['dtype']}, {result['ticks']} ticks")
     for name in ("reference", "play"):
@@ -328,3 +272,12 @@ def print_table(result: dict) -> None:
 def stage_text(stages: dict[str, float]) -> str:
     """Median stage times, e.g. `next_frame 410.2 + upsample 580.1 ms`."""
     return " + ".join(f"{name} {ms}" for name, ms in stages.items()) + " ms" if stages else ""
+
+
+def bench_csgo(args: argparse.Namespace, device: torch.device, dtype: torch.dtype) -> dict:
+    return run_csgo(device, dtype, preset=args.preset, ticks=args.ticks or (20 if device.type == "cuda" else 3),
+                    backend=args.backend)
+
+
+def bench_atari(args: argparse.Namespace, device: torch.device, dtype: torch.dtype) -> dict:
+    return run_atari(device, torch.float32, ticks=args.ticks or (20 if device.type == "cuda" else 5), backend=args.backend)

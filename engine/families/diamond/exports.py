@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import torch
+from omegaconf import DictConfig
 from torch import nn
 
 from engine.backends.export import ExportSpec
@@ -90,3 +91,19 @@ def diamond_exports(networks: Mapping[str, nn.Module], frame_sizes: Mapping[str,
         else:
             raise TypeError(f"no ONNX export for network {role} ({type(module).__name__})")
     return specs
+
+
+def atari_exports(cfg: DictConfig, networks: Mapping[str, nn.Module]) -> list[ExportSpec]:
+    """An Atari world's denoiser at its frame size, its reward/end model and actor-critic."""
+    size = int(cfg.env.size)
+    return diamond_exports(networks, {"denoiser": (size, size)})
+
+
+def csgo_exports(cfg: DictConfig, networks: Mapping[str, nn.Module]) -> list[ExportSpec]:
+    """The CS:GO denoiser at the low resolution and the upsampler at the full one, with the preset's s_cond."""
+    height, width = (int(v) for v in cfg.frame_size)
+    factor = int(cfg.networks.upsampler.upsampling_factor)
+    preset = cfg.sampler.presets[cfg.sampler.preset]
+    return diamond_exports(networks, {"denoiser": (height // factor, width // factor), "upsampler": (height, width)},
+                           sigma_cond={"denoiser": float(preset.next_obs.get("s_cond", 0.0)) > 0,
+                                       "upsampler": float(preset.upsampling.get("s_cond", 0.0)) > 0})

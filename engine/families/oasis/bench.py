@@ -8,14 +8,14 @@ With `--backend compile|trt|auto` the cached sampler also runs through that back
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import time
 
 import torch
 
-from bench.device import device_name, sync
 from engine.backends.choose import make_backend
-from engine.backends.device import dtype_name
+from engine.backends.device import device_name, dtype_name, sync
 from engine.core.config import load_world_config
 from engine.core.networks import network_kwargs
 from engine.core.noise import SeededNoise
@@ -149,3 +149,10 @@ def print_table(result: dict) -> None:
         print("  " + "".join(f"{cell!s:>22}" for cell in row))
     print(f"  theory (frame-passes, cached vs reference) {result['theoretical_speedup']}x; "
           f"max |difference| vs reference {result['max_abs_diff']:.2e}")
+
+
+def bench(args: argparse.Namespace, device: torch.device, dtype: torch.dtype) -> dict:
+    """`python -m bench minecraft`: medium size, window 8, 5 ticks on CPU; full size, window 32, 20 ticks on CUDA."""
+    on_gpu = device.type == "cuda"
+    return run(device, dtype, size=args.size or ("full" if on_gpu else "medium"), window=args.window or (32 if on_gpu else 8),
+               steps=args.steps, ticks=args.ticks or (20 if on_gpu else 5), backend=args.backend)

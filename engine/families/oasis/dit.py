@@ -26,9 +26,9 @@ from engine.families.oasis.rotary import (
     language_frequencies,
     pair_angles,
     pixel_frequencies,
-    rotate_pairs,
     rotation_table,
 )
+from kernels.rope import rotate_pairs
 
 RotationTable = tuple[torch.Tensor, torch.Tensor]
 Chunks = tuple[torch.Tensor, ...]

@@ -25,7 +25,10 @@ the DiT step it crashed the process, so the DiT needs the torch.export path.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
+from omegaconf import DictConfig
 from torch import nn
 
 from engine.backends.export import ExportSpec
@@ -138,3 +141,8 @@ def vae_decoder_spec(vae: OasisVAE, gen: torch.Generator, batch: int = 1) -> Exp
     latents = torch.randn((batch, vae.grid[0] * vae.grid[1], vae.latent_dim), generator=gen)
     return ExportSpec("vae_decoder", "vae", VAEDecoder(vae), (latents.to(vae.device, vae.dtype),), ["latents"],
                       ["images"])
+
+
+def world_exports(cfg: DictConfig, networks: Mapping[str, nn.Module]) -> list[ExportSpec]:
+    """What build_trt.py exports of an Oasis world: the DiT units and the VAE, in the play configuration."""
+    return oasis_exports(networks["dit"], networks["vae"])

@@ -72,17 +72,3 @@ def axial_angles(height: int, width: int, freqs: torch.Tensor) -> torch.Tensor:
 def rotation_table(angles: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
     """(cos, sin) of `angles` for `rotate_pairs`, computed in float32 and cast once for every layer."""
     return angles.cos().to(dtype), angles.sin().to(dtype)
-
-
-def rotate_pairs(x: torch.Tensor, table: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-    """Rotate the first table[0].shape[-1] features of x pairwise; the remaining features pass through.
-
-    (x[2j], x[2j+1]) -> (x[2j] cos - x[2j+1] sin, x[2j+1] cos + x[2j] sin).
-    """
-    cos, sin = table
-    n = cos.shape[-1]
-    head, tail = x[..., :n], x[..., n:]
-    pairs = head.unflatten(-1, (-1, 2))
-    swapped = torch.stack((-pairs[..., 1], pairs[..., 0]), dim=-1).flatten(-2)
-    rotated = head * cos + swapped * sin
-    return rotated if tail.shape[-1] == 0 else torch.cat((rotated, tail), dim=-1)

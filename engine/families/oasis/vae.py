@@ -16,9 +16,9 @@ from engine.families.oasis.rotary import (
     axial_angles,
     on_default_device,
     pixel_frequencies,
-    rotate_pairs,
     rotation_table,
 )
+from kernels.rope import rotate_pairs
 
 
 class Attention(nn.Module):

@@ -10,14 +10,14 @@ eager world samples with it).
 
 from __future__ import annotations
 
+import argparse
 import statistics
 from collections.abc import Callable
 
 import torch
 
-from bench.device import device_name
 from engine.backends.choose import make_backend
-from engine.backends.device import dtype_name
+from engine.backends.device import device_name, dtype_name
 from engine.core.noise import SeededNoise
 from engine.families.diamond.bench import randomize, time_interleaved
 from engine.families.worldmar.mar import MARSampler, MARSettings
@@ -92,3 +92,8 @@ def print_table(result: dict) -> None:
     for row in result["samplers"]:
         print(f"  {row['sampler']:>14} {row['ms']:>10} ms/frame   ({', '.join(map(str, row['ms_all']))})")
         print(f"  speed-up {row['speedup']}x; latents: max |difference| {row['max_abs_diff']:.2e}")
+
+
+def bench(args: argparse.Namespace, device: torch.device, dtype: torch.dtype) -> dict:
+    return run(device, dtype, size=args.size or ("full" if device.type == "cuda" else "medium"),
+               ticks=args.ticks or (10 if device.type == "cuda" else 3), backend=args.backend)

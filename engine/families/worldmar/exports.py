@@ -9,7 +9,11 @@ decoder the tick decodes with (`vae_decoder`, as in the Oasis world).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
+from omegaconf import DictConfig
+from torch import nn
 
 from engine.backends.export import ExportSpec
 from engine.families.oasis.exports import vae_decoder_spec
@@ -66,3 +70,8 @@ def worldmar_tick_exports(model: WorldMAR, vae: OasisVAE, mar_iters: int, batch:
     and the VAE decoder of one frame's latent tokens."""
     return [*worldmar_exports(model, model.num_frames, batch, mar_iters),
             vae_decoder_spec(vae, torch.Generator().manual_seed(seed), batch)]
+
+
+def world_exports(cfg: DictConfig, networks: Mapping[str, nn.Module]) -> list[ExportSpec]:
+    """A WorldMAR world's tick units at its MAR iterations, and the VAE decoder."""
+    return worldmar_tick_exports(networks["worldmar"], networks["vae"], int(cfg.sampler.mar_iters))

@@ -237,9 +237,9 @@ def load_vae(world: str, role: str = "vae", *, weights: Sequence[str] = (), over
     from engine.backends.device import resolve_device, resolve_dtype
     from engine.checkpoints.loading import load_into
     from engine.checkpoints.resolve import parse_weight_overrides, resolve_checkpoint_files
-    from engine.checkpoints.verify import checkpoint_prefix, file_sha256
+    from engine.checkpoints.verify import file_sha256
     from engine.core.config import load_world_config
-    from engine.core.networks import network_classes, network_kwargs
+    from engine.core.networks import checkpoint_prefix, network_classes, network_kwargs
 
     cfg = load_world_config(world, overrides)
     if role not in cfg.checkpoints.files:

@@ -1,6 +1,6 @@
 """Per-family training recipes: what to build, what to read, how to score it, how to play the result.
 
-`engine.train.recipes.<family>.build(cfg, device) -> Recipe`. The training module's `forward(batch, rng)`
+a family's recipe module (its `Family.recipes`, see `engine.families`) has `build(cfg, device) -> Recipe`. The training module's `forward(batch, rng)`
 returns (loss, logs) for one local batch, so DDP/FSDP see exactly one forward per step; networks are
 submodules, so their checkpoint keys carry the submodule name (`dit.`, `denoiser.`), which the world yaml
 names as `checkpoints.prefixes`.
@@ -8,7 +8,6 @@ names as `checkpoints.prefixes`.
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 from typing import Protocol
 
@@ -17,6 +16,7 @@ from omegaconf import DictConfig
 from torch import nn
 from torch.utils.data import Dataset
 
+from engine.families import recipe_module
 from engine.train.rng import BatchRandom
 
 
@@ -36,4 +36,4 @@ class Recipe(Protocol):
 
 
 def build_recipe(cfg: DictConfig, device: torch.device) -> Recipe:
-    return importlib.import_module(f"engine.families.{cfg.family}.recipe").build(cfg, device)
+    return recipe_module(str(cfg.family)).build(cfg, device)
