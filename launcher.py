@@ -40,6 +40,9 @@ def add_player_arguments(parser: argparse.ArgumentParser) -> None:
     source.add_argument("--replay", type=Path, metavar="NPZ",
                         help="feed a recording's actions through the model and check its frames come out the same")
     source.add_argument("--view", type=Path, metavar="FILE", help="step through a recording (.npz or .mp4)")
+    source.add_argument("--side-by-side", action="store_true",
+                        help="the world's ground truth (the real game) on the left, the dream on the right, both fed "
+                             "your input (worlds that name a `ground_truth`: doom)")
 
 
 def build_parser() -> argparse.ArgumentParser:

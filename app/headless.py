@@ -14,7 +14,7 @@ from engine.actions.keymap import Keymap
 from engine.actions.vpt import load_action_stream
 from engine.backends.device import leave_core_for_io
 from engine.checkpoints.verify import files_sha256
-from engine.core.loader import open_session, session_extras, world_overrides
+from engine.core.loader import open_session, session_extras, with_ground_truth, world_overrides
 from engine.core.runner import Runner, Tick
 from engine.errors import ConfigError
 from engine.recordings import SegmentWriter
@@ -33,8 +33,11 @@ def idle_actions(cfg: DictConfig, frames: int, action_dim: int) -> torch.Tensor:
 def run_headless(args: argparse.Namespace) -> None:
     session = open_session(
         str(args.config or args.world), device=args.device, dtype=args.dtype, checkpoints=args.weights,
-        prompt=args.prompt, sampler=args.sampler, steps=args.steps, seed=args.seed,
+        prompt=args.prompt, prompt_offset=args.action_offset if args.prompt and args.prompt.suffix == ".npz" else 0, sampler=args.sampler,
+        steps=args.steps, seed=args.seed,
         allow_download=not args.offline, overrides=world_overrides(args), extra=session_extras(args))
+    if args.side_by_side:
+        session = with_ground_truth(session, args.seed)
     leave_core_for_io(session.device)
     prompt = session.prompt_frames()
     prompt_frames = prompt.shape[0]

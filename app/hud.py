@@ -120,3 +120,20 @@ class TextPanel:
 def font_size(window_height: int) -> int:
     """Text height in pixels that stays readable in small windows and unobtrusive in large ones."""
     return int(min(24, max(14, window_height / 32)))
+
+
+def thumbnails_panel(images: Sequence[np.ndarray], height: int, padding: int = 4) -> np.ndarray:
+    """(h, w, 4) uint8 RGBA strip of small images (e.g. a world's recalled memory frames), each scaled by an
+    integer factor (nearest) to about `height` pixels, on the HUD's translucent backdrop."""
+    scale = max(1, round(height / max(image.shape[0] for image in images)))
+    tiles = [np.repeat(np.repeat(image[..., :3], scale, 0), scale, 1) for image in images]
+    tall = max(tile.shape[0] for tile in tiles)
+    width = sum(tile.shape[1] for tile in tiles) + padding * (len(tiles) + 1)
+    panel = np.zeros((tall + 2 * padding, width, 4), dtype=np.uint8)
+    panel[...] = PANEL
+    x = padding
+    for tile in tiles:
+        panel[padding:padding + tile.shape[0], x:x + tile.shape[1], :3] = tile
+        panel[padding:padding + tile.shape[0], x:x + tile.shape[1], 3] = 255
+        x += tile.shape[1] + padding
+    return panel

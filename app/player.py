@@ -28,6 +28,7 @@ from app.hud import (
     controls_text,
     font_size,
     hud_lines,
+    thumbnails_panel,
 )
 from app.inference import InferenceLoop, Tick
 from app.input import CONTROLS, Command, InputHandler, InputState, game_controls, live_actions
@@ -38,7 +39,7 @@ from app.window import Window
 from engine.actions.keymap import Keymap
 from engine.backends.device import leave_core_for_io
 from engine.core.config import load_world_config
-from engine.core.loader import open_session, session_extras, world_overrides
+from engine.core.loader import open_session, session_extras, with_ground_truth, world_overrides
 from engine.core.session import Session
 from engine.errors import ConfigError
 from engine.recordings import install_signal_finalizers
@@ -206,6 +207,15 @@ class Player:
         text_size = font_size(size[1])
         if self.show_hud and self._hud:
             self.renderer.draw_overlay("hud", self._overlay("hud", self._hud, text_size), (MARGIN, MARGIN), size)
+            tick = self.shown
+            if tick is not None and tick.hud_images:
+                key = ("thumbnails", tick.count, text_size)
+                image = None
+                if self._uploaded.get("thumbnails") != key:
+                    self._uploaded["thumbnails"] = key
+                    image = thumbnails_panel(tick.hud_images, 4 * text_size)
+                below = MARGIN + self.renderer.overlay_size("hud")[1] + MARGIN // 2
+                self.renderer.draw_overlay("thumbnails", image, (MARGIN, below), size)
         if self.show_controls:
             image = self._overlay("controls", self.controls, text_size)
             width, height = self.renderer.overlay_size("controls") if image is None else image.shape[1::-1]
@@ -282,10 +292,13 @@ def _open_model(args: argparse.Namespace, window: Window, renderer: Renderer, wo
                     "sampler": str(replay_meta.get("sampler", args.sampler))}
         print(f"replaying with the recording's seed {settings['seed']}, {settings['steps']} steps, "
               f"{settings['sampler']} sampler")
-    return _wait_with_window(window, renderer, f"loading {world}...", lambda: open_session(
-        str(args.config or args.world), device=args.device, dtype=args.dtype, checkpoints=args.weights,
-        prompt=args.prompt, allow_download=not args.offline, overrides=world_overrides(args),
-        extra=session_extras(args), **settings))
+    def load() -> Session:
+        session = open_session(str(args.config or args.world), device=args.device, dtype=args.dtype,
+                               checkpoints=args.weights, prompt=args.prompt, allow_download=not args.offline,
+                               overrides=world_overrides(args), extra=session_extras(args), **settings)
+        return with_ground_truth(session, settings["seed"]) if args.side_by_side else session
+
+    return _wait_with_window(window, renderer, f"loading {world}...", load)
 
 
 def _viewer(args: argparse.Namespace, window: Window, renderer: Renderer, stack: ExitStack) -> Player:

@@ -12,6 +12,7 @@ from torch import nn
 
 from engine.errors import ConfigError
 from engine.families.diamond import atari
+from engine.families.doom.network import DoomWorldModel
 from engine.families.oasis.dit import OasisDiT
 from engine.families.oasis.recipe import dit_kwargs
 from engine.families.oasis.vae import OasisVAE
@@ -121,6 +122,8 @@ def test_every_config_loads_and_its_networks_build(name):
         elif cfg.family == "diamond":
             for role in ("denoiser", "rew_end_model", "actor_critic"):
                 atari.NETWORKS[role](**model[role])
+        elif cfg.family == "doom":
+            DoomWorldModel(**model["world_model"])
         else:
             WorldMAR(**model["worldmar"])
             OasisVAE(**model["vae"])

@@ -26,6 +26,7 @@ SPACES: dict[str, str] = {
     "vpt": "engine.actions.vpt",
     "atari": "engine.actions.atari",
     "csgo": "engine.actions.csgo",
+    "doom": "engine.actions.doom",
 }
 
 

@@ -17,6 +17,8 @@ from engine.checkpoints.resolve import resolve_checkpoint_files
 from engine.core.config import load_world_config
 from engine.core.networks import build_networks, checkpoint_prefix
 from engine.core.session import Session, SessionOptions
+from engine.core.side_by_side import SideBySide
+from engine.errors import ConfigError
 from engine.families import world_module
 
 
@@ -45,7 +47,7 @@ def load_networks(cfg: DictConfig, files: Mapping[str, Path], device: torch.devi
 
 def open_session(world: str | Path, *, device: str = "auto", dtype: str | None = None,
                  checkpoints: dict[str, Path] | None = None, prompt: str | Path | None = None,
-                 sampler: str = "cached", steps: int | None = None, seed: int = 0,
+                 sampler: str = "cached", steps: int | None = None, seed: int = 0, prompt_offset: int = 0,
                  allow_download: bool = True, overrides: Sequence[str] = (),
                  extra: dict[str, Any] | None = None) -> Session:
     """A session of any family, reset to its prompt/spawn frames, ready for `step`."""
@@ -56,6 +58,16 @@ def open_session(world: str | Path, *, device: str = "auto", dtype: str | None =
     files = resolve_checkpoint_files(cfg, explicit=checkpoints, allow_download=allow_download)
     networks = load_networks(cfg, files, dev, dt)
     options = SessionOptions(sampler=sampler, steps=steps, seed=seed,
-                             prompt=None if prompt is None else Path(prompt), checkpoint_files=dict(files),
+                             prompt=None if prompt is None else Path(prompt), prompt_offset=int(prompt_offset),
+                             checkpoint_files=dict(files),
                              allow_download=allow_download, extra=dict(extra or {}))
     return family.open_world(cfg, networks, options)
+
+
+def with_ground_truth(dream: Session, seed: int = 0) -> Session:
+    """The dream beside its world's ground truth (the `ground_truth:` world, e.g. the real game), both ticked
+    with the same actions (`--side-by-side`)."""
+    truth = dream.cfg.get("ground_truth")
+    if not truth:
+        raise ConfigError(f"world '{dream.world}' names no ground_truth world to play beside (--side-by-side)")
+    return SideBySide(open_session(str(truth), device="cpu", seed=seed, allow_download=False), dream)

@@ -54,6 +54,16 @@ def _read_video(path: Path, n_frames: int, offset: int) -> np.ndarray:
     return np.stack(frames)
 
 
+def _read_recording(path: Path, n_frames: int, offset: int) -> np.ndarray:
+    from engine.recordings import read_recording
+
+    frames = read_recording(path)["frames"]
+    if len(frames) < offset + n_frames:
+        raise ConfigError(f"prompt recording {path} has {len(frames)} frames; {n_frames} prompt frames from frame "
+                          f"{offset} need {n_frames + offset}")
+    return frames[offset:offset + n_frames]
+
+
 def resize_frames(frames: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """uint8-valued frames (T, 3, h, w) -> (T, 3, height, width), rounded as torchvision rounds uint8 output."""
     if frames.shape[-2:] == (height, width):
@@ -64,10 +74,11 @@ def resize_frames(frames: torch.Tensor, height: int, width: int) -> torch.Tensor
 
 
 def load_prompt_frames(path: str | Path, n_frames: int, height: int, width: int, offset: int = 0) -> torch.Tensor:
-    """Frames (n_frames, 3, height, width) float32 in [0, 1] from an image (n_frames must be 1) or a video.
+    """Frames (n_frames, 3, height, width) float32 in [0, 1] from an image (n_frames must be 1), a video or a
+    recording (`.npz`, engine/recordings).
 
-    A video gives its frames offset .. offset + n_frames - 1; an image gives one frame, as in the
-    reference, which rejects an image when more prompt frames are asked for.
+    A video or a recording gives its frames offset .. offset + n_frames - 1; an image gives one frame, as in
+    the reference, which rejects an image when more prompt frames are asked for.
     """
     path = Path(path)
     if not path.is_file():
@@ -76,6 +87,8 @@ def load_prompt_frames(path: str | Path, n_frames: int, height: int, width: int,
         raise ConfigError(f"prompt {path}: need n_frames >= 1 and offset >= 0, got {n_frames} and {offset}")
     if path.suffix.lower() in VIDEO_SUFFIXES:
         frames = _read_video(path, n_frames, offset)
+    elif path.suffix.lower() == ".npz":
+        frames = _read_recording(path, n_frames, offset)
     else:
         if n_frames != 1:
             raise ConfigError(f"prompt {path} is an image (1 frame) but the world needs {n_frames} prompt frames: "

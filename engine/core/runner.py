@@ -38,6 +38,7 @@ class Tick:
     extras: dict[str, np.ndarray] = field(default_factory=dict)
     episode: int = 0
     episode_over: bool = False
+    hud_images: tuple[np.ndarray, ...] = ()
 
     @property
     def is_prompt(self) -> bool:
@@ -91,7 +92,8 @@ class Runner:
         extras = {name: value.detach().cpu().numpy() for name, value in result.extras.items()}
         return self._publish(self._host_frame.numpy().copy(), action, input_time, stages_ms=result.stages_ms(),
                              pose=_host(result.pose), hud_items=result.hud_items(), extras=extras,
-                             episode_over=result.episode_over())
+                             episode_over=result.episode_over(),
+                             hud_images=tuple(image.detach().cpu().numpy() for image in result.hud_images()))
 
     def _publish(self, frame: np.ndarray, action: torch.Tensor | None, input_time: float, **fields) -> Tick:
         self.count += 1

@@ -35,6 +35,7 @@ class SessionOptions:
     steps: int | None = None
     seed: int = 0
     prompt: Path | None = None
+    prompt_offset: int = 0  # the prompt video's or recording's first frame (headless: --action-offset)
     checkpoint_files: dict[str, Path] = field(default_factory=dict)
     allow_download: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
@@ -102,6 +103,7 @@ class StepResult:
     timer: StageTimer | None = None
     hud: Callable[[], Sequence[str]] = tuple
     over: Callable[[], bool] = bool
+    images: Callable[[], Sequence[torch.Tensor]] = tuple
 
     def stages_ms(self) -> dict[str, float]:
         """Stage durations of this tick in ms (on CUDA this waits for the tick's events)."""
@@ -112,6 +114,9 @@ class StepResult:
 
     def episode_over(self) -> bool:
         return bool(self.over())
+
+    def hud_images(self) -> tuple[torch.Tensor, ...]:
+        return tuple(self.images())
 
 
 class Session(Protocol):
@@ -164,6 +169,7 @@ class SessionBase:
 
     family: ClassVar[str]
     episodic: ClassVar[bool] = False
+    context_window: int = 1  # frames a tick conditions on (engine.eval's revisits lie beyond it)
 
     def __init__(self, cfg: DictConfig, *, device: torch.device, dtype: torch.dtype, action_dim: int,
                  frame_size: tuple[int, int], steps: int, seed: int = 0, sampler: str = "",
@@ -211,7 +217,20 @@ class SessionBase:
         """Whether the tick that just ran ended the episode (read after the frame copy: it may read the device)."""
         return False
 
+    def hud_images(self) -> list[torch.Tensor]:
+        """Small uint8 (H, W, 3) images for the HUD (e.g. recalled memory frames); read after the frame copy."""
+        return []
+
+    def start_from(self, frames: torch.Tensor, actions: torch.Tensor, poses: torch.Tensor) -> None:
+        """Continue after real frames (P, H, W, 3) uint8, oldest first, with the actions (P, A) that led into them
+        and their poses (P, 5), as if the world had made them: how engine.eval gives a world real context."""
+        raise ConfigError(f"world '{self.world}' ({self.family}) cannot continue from recorded frames")
+
+    def force(self, frame: torch.Tensor, pose: torch.Tensor) -> None:
+        """Replace the frame the last tick made, and its pose, by the real ones (teacher forcing)."""
+        raise ConfigError(f"world '{self.world}' ({self.family}) cannot be teacher-forced")
+
     def result(self, frame: torch.Tensor) -> StepResult:
         """The StepResult of the tick that just made `frame`, from the session's state after it."""
         return StepResult(frame=frame, action=self.last_action, pose=self.pose, extras=self.tick_extras(),
-                          timer=self.timer, hud=self.hud_items, over=self.episode_over)
+                          timer=self.timer, hud=self.hud_items, over=self.episode_over, images=self.hud_images)

@@ -30,6 +30,8 @@ FAMILIES: tuple[str, ...] = (
     "oasis",
     "diamond",
     "worldmar",
+    "vizdoom",
+    "doom",
 )
 
 

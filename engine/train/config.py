@@ -25,7 +25,7 @@ DEFAULTS = {
     "optim": {"lr": 1e-4, "betas": [0.9, 0.99], "eps": 1e-8, "weight_decay": 0.01, "warmup_steps": 100,
               "min_lr_ratio": 0.1, "grad_clip": 1.0},
     "train": {"steps": 1000, "batch_size": 8, "device": "auto", "precision": "bf16", "ema_decay": 0.999,
-              "checkpoint_every": 500, "keep_last": 2, "num_workers": 0, "resume": True, "progress": True},
+              "checkpoint_every": 500, "keep_last": 2, "cpu_autocast": False, "num_workers": 0, "resume": True, "progress": True},
     "distributed": {"strategy": "ddp"},
     "world": {},
 }

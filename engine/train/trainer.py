@@ -62,12 +62,12 @@ def make_optimizer(model: nn.Module, optim: DictConfig) -> torch.optim.AdamW:
 
 
 def autocast_context(cfg: DictConfig, device: torch.device):
-    """bf16 autocast on CUDA when train.precision is bf16; float32 elsewhere."""
+    """bf16 autocast on CUDA when train.precision is bf16, and on the CPU too with train.cpu_autocast; else float32."""
     precision = str(cfg.train.precision)
     if precision not in ("bf16", "fp32"):
         raise ConfigError(f"train.precision '{precision}' is not one of bf16, fp32")
-    if precision == "bf16" and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+    if precision == "bf16" and (device.type == "cuda" or (device.type == "cpu" and cfg.train.cpu_autocast)):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
     return nullcontext()
 
 

@@ -134,6 +134,7 @@ def open_world(cfg: DictConfig, networks: dict, options: SessionOptions) -> Oasi
                            backend=session_backend(cfg, options, dit))
     session.warm_up()
     height, width = session.frame_size
-    frames = load_prompt_frames(prompt_path, int(cfg.get("prompt", {}).get("frames", 1)), height, width)
+    frames = load_prompt_frames(prompt_path, int(cfg.get("prompt", {}).get("frames", 1)), height, width,
+                                offset=options.prompt_offset)
     session.reset(frames)
     return session

@@ -287,6 +287,7 @@ def open_world(cfg: DictConfig, networks: dict, options: SessionOptions) -> Worl
                               backend=session_backend(cfg, options, model, eager_for_auto=dropout))
     session.warm_up()
     height, width = session.frame_size
-    frames = load_prompt_frames(prompt_path, int(cfg.get("prompt", {}).get("frames", 1)), height, width)
+    frames = load_prompt_frames(prompt_path, int(cfg.get("prompt", {}).get("frames", 1)), height, width,
+                                offset=options.prompt_offset)
     session.reset(frames)
     return session

@@ -1,0 +1,84 @@
+"""Training items of the Doom world model, cut from recordings of the real game (engine/recordings npz).
+
+Item for target frame t of an episode: the `context` frames before it (t-n .. t-1, the first frame repeated
+before the start) with the actions that led into t-n+1 .. t (zeros before the start), and `memory` frames
+recalled as the session recalls them in play: among the frames older than the context (every `stride`-th,
+the newest `max_candidates`), the ones whose view overlaps frame t's the most (WorldMAR's FOV-overlap
+retrieval, `engine.memory.retrieval`, on the recorded poses), with their poses relative to frame t. With
+probability `memory_dropout` an item has no memory at all, so the model also plays before it has any.
+
+Random draws come from a generator seeded by (seed, epoch, index), as every dataset of the trainer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from engine.errors import ConfigError
+from engine.families.doom.network import memory_pose_features
+from engine.families.doom.recall import Recall
+from engine.train.data.episode import Episode, to_model_frames
+
+
+class DoomItems(Dataset):
+    def __init__(self, episodes: Sequence[Episode], *, context: int, memory: int, recall: Recall,
+                 pose_scale: float, memory_dropout: float = 0.2, stride: int = 2, max_candidates: int = 256,
+                 seed: int = 0) -> None:
+        self.episodes = [ep for ep in episodes if ep.num_frames > context + 1]
+        if not self.episodes:
+            raise ConfigError(f"DoomItems: no episode has more than {context + 1} frames ({len(episodes)} episodes)")
+        for episode in self.episodes:
+            episode.require_frames()
+            if not torch.isfinite(episode.poses).all():
+                raise ConfigError(f"episode {episode.source or episode.name} has frames without a pose: the Doom "
+                                  "world model recalls frames by pose")
+        self.context, self.memory, self.recall = int(context), int(memory), recall
+        self.pose_scale, self.memory_dropout = float(pose_scale), float(memory_dropout)
+        self.stride, self.max_candidates = int(stride), int(max_candidates)
+        self.seed, self.epoch = int(seed), 0
+        self._ends = np.cumsum([ep.num_frames - 1 for ep in self.episodes])
+
+    def __len__(self) -> int:
+        return int(self._ends[-1])
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def locate(self, index: int) -> tuple[Episode, int]:
+        """Flat index -> (episode, target frame t >= 1)."""
+        number = int(np.searchsorted(self._ends, index, side="right"))
+        first = int(self._ends[number - 1]) if number else 0
+        return self.episodes[number], index - first + 1
+
+    def memory_indices(self, episode: Episode, t: int) -> torch.Tensor:
+        """Frame numbers recalled for target t (up to `memory`, best overlap first)."""
+        newest = t - self.context - 1
+        if newest < 0 or self.memory == 0:
+            return torch.zeros(0, dtype=torch.int64)
+        candidates = torch.arange(newest, -1, -self.stride)[: self.max_candidates].flip(0)
+        picked = self.recall.pick(episode.poses[t], episode.poses[candidates], self.memory)
+        return candidates[picked]
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        episode, t = self.locate(index)
+        state = np.random.SeedSequence([self.seed, self.epoch, index]).generate_state(1)[0]
+        drop = np.random.default_rng(state).random() < self.memory_dropout
+        n, m = self.context, self.memory
+        context = [max(0, t - n + k) for k in range(n)]
+        recalled = torch.zeros(0, dtype=torch.int64) if drop else self.memory_indices(episode, t)
+        frames = to_model_frames(episode.require_frames().read([*context, *recalled.tolist(), t]))
+        height, width = frames.shape[-2:]
+        memory = torch.zeros((m, 3, height, width))
+        memory[: len(recalled)] = frames[n:n + len(recalled)]
+        valid = torch.arange(m) < len(recalled)
+        memory_poses = torch.zeros((m, 5))
+        memory_poses[: len(recalled)] = episode.poses[recalled]
+        action_rows = torch.tensor([t - n + 1 + k for k in range(n)])
+        actions = episode.actions[action_rows.clamp(min=0)] * (action_rows >= 0)[:, None]
+        return {"context": frames[:n].reshape(3 * n, height, width), "memory": memory.reshape(3 * m, height, width),
+                "memory_pose": memory_pose_features(episode.poses[t], memory_poses, valid, self.pose_scale),
+                "actions": actions.float(), "target": frames[-1]}

@@ -1,0 +1,57 @@
+"""The Doom world model's loss: DIAMOND's EDM denoising loss (eloialonso/diamond `Denoiser.forward`; Karras et
+al. 2022) on one next frame, with the context frames noised as DIAMOND's CS:GO branch does
+(`noise_previous_obs`), so that in play, where the context is the model's own output, it stays on track.
+
+sigma ~ exp(N(loc, scale^2)) clipped to [sigma_min, sigma_max] for the frame being denoised; the context gets a
+noise level of its own from the same distribution, shifted down by `context.shift` (log-space) and zero for a
+`context.clean` fraction of the samples. The regression target is EDM's (x0 - c_skip * x_noisy) / c_out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from engine.families.diamond.denoiser import apply_noise
+from engine.families.diamond.loss import SigmaDistribution
+from engine.families.doom.network import DoomWorldModel
+from engine.train.rng import BatchRandom
+
+
+@dataclass(frozen=True)
+class ContextNoise:
+    """How noisy the context frames are in training (see the module docstring)."""
+
+    clean: float = 0.3
+    shift: float = -2.5
+    sigma_max: float = 1.0
+
+
+class DoomDenoising(nn.Module):
+    """Training module; batch: `context` (B, 3n, H, W), `memory` (B, 3m, H, W), `memory_pose` (B, m, 6),
+    `actions` (B, n, A), `target` (B, 3, H, W), frames in [-1, 1]."""
+
+    def __init__(self, world_model: DoomWorldModel, sigmas: SigmaDistribution, context: ContextNoise) -> None:
+        super().__init__()
+        self.world_model = world_model
+        self.sigmas, self.context_noise = sigmas, context
+
+    def forward(self, batch: dict[str, torch.Tensor], rng: BatchRandom) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        model, noise = self.world_model, self.context_noise
+        target = batch["target"]
+        sigma = self.sigmas.sample(rng)
+        log_cond = rng.normal(()) * self.sigmas.scale + self.sigmas.loc + noise.shift
+        sigma_cond = torch.where(rng.uniform(()) < noise.clean, torch.full_like(log_cond, 1e-3),
+                                 log_cond.exp().clamp(1e-3, noise.sigma_max))
+        context = batch["context"] + rng.normal(tuple(batch["context"].shape[1:])) * sigma_cond.view(-1, 1, 1, 1)
+        noisy = apply_noise(target, sigma, model.cfg.sigma_offset_noise, rng)
+        cs = model.conditioners(sigma, sigma_cond)
+        output = model.model_output(noisy, cs, context, batch["memory"], batch["actions"], batch["memory_pose"])
+        regression = (target - cs.c_skip * noisy) / cs.c_out
+        loss = (output.float() - regression.float()).pow(2).mean()
+        with torch.no_grad():
+            denoised = (cs.c_skip * noisy + cs.c_out * output).float().clamp(-1, 1)
+            psnr = -10 * torch.log10(((denoised - target) / 2).pow(2).flatten(1).mean(1).clamp(min=1e-10))
+        return loss, {"denoised_psnr": psnr.mean()}

@@ -1,0 +1,56 @@
+"""Training the Doom world model (`python -m engine.train --config doom`) on recordings of the real game.
+
+The world yaml it writes plays the EMA weights with the same network sizes, memory and sampler settings.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from engine.core.config import WORLDS_DIR
+from engine.families.diamond.loss import SigmaDistribution
+from engine.families.doom.data import DoomItems
+from engine.families.doom.loss import ContextNoise, DoomDenoising
+from engine.families.doom.network import DoomWorldModel
+from engine.families.doom.recall import Recall
+from engine.train.data import find_episodes
+from engine.train.recipes.common import load_initial_weights, write_world_yaml
+from engine.train.rng import BatchRandom
+
+ROLE = "world_model"
+
+
+class DoomRecipe:
+    def __init__(self, cfg: DictConfig, device: torch.device) -> None:
+        self.cfg = cfg
+        self.network_cfg = OmegaConf.to_container(cfg.model[ROLE], resolve=True)
+        world_model = DoomWorldModel(**self.network_cfg)
+        load_initial_weights(cfg, {ROLE: world_model})
+        loss = OmegaConf.to_container(cfg.get("loss") or OmegaConf.create({}), resolve=True)
+        self.model = DoomDenoising(world_model, SigmaDistribution(**loss.get("sigma_distribution", {})),
+                                   ContextNoise(**loss.get("context_noise", {})))
+        data = OmegaConf.to_container(cfg.data, resolve=True)
+        self.recall_cfg = data.get("recall", {})
+        mcfg = world_model.cfg
+        self.dataset = DoomItems(find_episodes(list(data["paths"])), context=mcfg.context, memory=mcfg.memory,
+                                 recall=Recall(**self.recall_cfg), pose_scale=mcfg.pose_scale,
+                                 memory_dropout=float(data.get("memory_dropout", 0.2)),
+                                 stride=int(data.get("stride", 2)), seed=int(cfg.seed))
+
+    def prepare(self, batch: dict[str, torch.Tensor], rng: BatchRandom) -> dict[str, torch.Tensor]:
+        return batch
+
+    def write_world(self, run_dir: Path, weights: Path) -> Path:
+        """The doom world yaml with this checkpoint, the trained sizes and the recall settings."""
+        world = OmegaConf.to_container(OmegaConf.load(WORLDS_DIR / "doom.yaml"), resolve=False)
+        world |= {"name": str(self.cfg.name), "networks": {ROLE: self.network_cfg}}
+        world["checkpoints"] = {"files": {ROLE: f"./{weights.as_posix()}"}, "prefixes": {ROLE: f"{ROLE}."}}
+        world["memory"] = {**world.get("memory", {}), "recall": self.recall_cfg}
+        return write_world_yaml(run_dir, world, self.cfg.get("world"))
+
+
+def build(cfg: DictConfig, device: torch.device) -> DoomRecipe:
+    return DoomRecipe(cfg, device)
