@@ -5,4 +5,5 @@ from engine.families import Family
 FAMILY = Family(
     worlds={"doom": "engine.families.doom.world"},
     recipes={"doom": "engine.families.doom.recipe"},
+    benches={"doom": "engine.families.doom.bench:bench"},
 )
