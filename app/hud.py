@@ -97,6 +97,15 @@ class TextPanel:
             self._fonts[size] = pygame.font.Font(None, size)
         return self._fonts[size]
 
+    def measure(self, lines: Sequence[Line], size: int, padding: int = 6) -> tuple[int, int]:
+        """(width, height) of the panel `render` would make."""
+        font = self.font(size)
+        widths = [[font.size(part or " ")[0] for part in text.split("\t", 1)] for text, _ in lines]
+        gap = font.size("  ")[0]
+        column = max((row[0] + gap for row in widths if len(row) == 2), default=0)
+        width = max(row[0] if len(row) == 1 else column + row[1] for row in widths)
+        return width + 2 * padding, font.get_linesize() * len(lines) + 2 * padding
+
     def render(self, lines: Sequence[Line], size: int, padding: int = 6) -> np.ndarray:
         """(h, w, 4) uint8 RGBA image of the lines, top row first; a tab starts an aligned second column."""
         font = self.font(size)

@@ -50,6 +50,8 @@ HUD_REFRESH_S = 0.25
 MARGIN = 8
 T = TypeVar("T")
 PLAYBACK_CONTROLS = [row for row in CONTROLS if row[0] not in ("mouse", "Esc")]
+CONTROLS_SHOWN_S = 8.0  # the controls overlay shows this long at the start, then F1 brings it back
+FIT = 0.92  # an overlay takes at most this fraction of the window's width and height
 
 
 class FrameSource(Protocol):
@@ -88,6 +90,7 @@ class Player:
         self.screenshot_dir = screenshot_dir
         self.show_hud = True
         self.show_controls = True
+        self._controls_until: float | None = time.perf_counter() + CONTROLS_SHOWN_S
         self.latency_ms: float | None = None
         self.shown: Tick | None = None
         self.frame_rect: tuple[int, int, int, int] | None = None
@@ -118,6 +121,8 @@ class Player:
             self.renderer.upload(tick.frame)
             self.shown = tick
         now = time.perf_counter()
+        if self._controls_until is not None and now >= self._controls_until:
+            self.show_controls, self._controls_until, self._dirty = False, None, True
         if now - self._hud_time >= HUD_REFRESH_S:
             self._hud_time = now
             lines = hud_lines(self.hud_info())
@@ -160,6 +165,7 @@ class Player:
             self.show_hud = not self.show_hud
         elif command is Command.CONTROLS:
             self.show_controls = not self.show_controls
+            self._controls_until = None
         elif command is Command.FULLSCREEN:
             self.window.toggle_fullscreen()
         elif command is Command.RECORD:
@@ -201,10 +207,20 @@ class Player:
         self._uploaded[name] = key
         return self.text.render(lines, size)
 
+    def fitted_size(self, lines: list[Line], size: tuple[int, int]) -> int:
+        """The window's text size, smaller where these lines would not fit inside the window."""
+        text_size = font_size(size[1])
+        while text_size > 8:
+            width, height = self.text.measure(lines, text_size)
+            if width <= FIT * size[0] and height <= FIT * size[1]:
+                break
+            text_size -= 1
+        return text_size
+
     def draw(self) -> None:
         size = self.window.size
         self.frame_rect = self.renderer.draw_frame(size)
-        text_size = font_size(size[1])
+        text_size = self.fitted_size(self._hud, size) if self._hud else font_size(size[1])
         if self.show_hud and self._hud:
             self.renderer.draw_overlay("hud", self._overlay("hud", self._hud, text_size), (MARGIN, MARGIN), size)
             tick = self.shown
@@ -217,7 +233,7 @@ class Player:
                 below = MARGIN + self.renderer.overlay_size("hud")[1] + MARGIN // 2
                 self.renderer.draw_overlay("thumbnails", image, (MARGIN, below), size)
         if self.show_controls:
-            image = self._overlay("controls", self.controls, text_size)
+            image = self._overlay("controls", self.controls, self.fitted_size(self.controls, size))
             width, height = self.renderer.overlay_size("controls") if image is None else image.shape[1::-1]
             position = (max(MARGIN, size[0] - width - MARGIN), max(MARGIN, size[1] - height - MARGIN))
             self.renderer.draw_overlay("controls", image, position, size)
@@ -317,6 +333,21 @@ def _viewer(args: argparse.Namespace, window: Window, renderer: Renderer, stack:
                   screenshot_dir=args.recordings / "view", describe=_recorded_keymap_description(meta))
 
 
+def player_controls(keymap: Keymap, replaying: bool) -> list[tuple[str, str]]:
+    """The player's own controls to list: no mouse look where the world's keymap uses no mouse, or in a replay."""
+    return PLAYBACK_CONTROLS if replaying or keymap.discrete else list(CONTROLS)
+
+
+def _recorded_world(path: Path):
+    """The world config a viewed recording was made in (for its window size and filter), when it is known."""
+    from engine.recordings import read_recording
+
+    try:
+        return load_world_config(str(read_recording(path)["metadata"]["world"]))
+    except (ConfigError, KeyError):
+        return None
+
+
 def _recorded_keymap_description(meta: dict) -> Callable[[Sequence[float]], str | None]:
     """Actions of a viewed recording in words, by the keymap it was played with (when it names a loadable one)."""
     try:
@@ -333,6 +364,8 @@ def _model_player(args: argparse.Namespace, window: Window, renderer: Renderer, 
     meta = session.metadata()
     hashes = _checkpoint_hashes(session)
     state = InputState()
+    mouse = not keymap.discrete
+    shown_controls = player_controls(keymap, replay is not None)
     if replay is None:
         next_action, listeners = live_actions(state, keymap, args.mouse_sensitivity), []
         rows, shadowed = game_controls(keymap)
@@ -360,12 +393,12 @@ def _model_player(args: argparse.Namespace, window: Window, renderer: Renderer, 
     else:
         position, status = ((lambda tick: replay_source.position()),
                             (lambda: replay_source.summary() if loop.finished else None))
-    player = Player(window, renderer, loop, InputHandler(state, capture_mouse=replay is None), info=info,
+    player = Player(window, renderer, loop, InputHandler(state, capture_mouse=replay is None and mouse), info=info,
                     position=position, status=status, recorder=recorder,
-                    controls=controls_lines(rows, CONTROLS if replay is None else PLAYBACK_CONTROLS),
+                    controls=controls_lines(rows, shown_controls),
                     screenshot_dir=args.recordings / session.world, describe=keymap.describe)
     print(f"{session.world} on {session.device} ({meta['dtype']}), {session.steps} steps\n"
-          f"{controls_text(rows, CONTROLS if replay is None else PLAYBACK_CONTROLS)}")
+          f"{controls_text(rows, shown_controls)}")
     for key in shadowed:
         print(f"note: key {key} is a player control here; rebind it in a keymap (--keymap) to use it")
     loop.start()
@@ -378,7 +411,7 @@ def open_player(args: argparse.Namespace) -> Iterator[Player]:
     (the open recording is finalised, whatever ends the loop). Config errors surface before the
     window opens or any weights load."""
     if args.view:
-        world_cfg = keymap = replay = None
+        world_cfg, keymap, replay = _recorded_world(args.view), None, None
     else:
         world_cfg = load_world_config(str(args.config or args.world), world_overrides(args))
         keymap = Keymap.load(args.keymap or world_cfg.actions.keymap, world_cfg.actions.get("space"))

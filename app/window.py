@@ -73,7 +73,7 @@ class Window:
         pygame.display.gl_set_attribute(pygame.GL_CONTEXT_MINOR_VERSION, 3)
         pygame.display.gl_set_attribute(pygame.GL_CONTEXT_PROFILE_MASK, pygame.GL_CONTEXT_PROFILE_CORE)
         pygame.display.gl_set_attribute(pygame.GL_DOUBLEBUFFER, 1)
-        pygame.display.set_caption(title)
+        self.title = title
         self.windowed_size = size
         self.fullscreen = False
         _load_triton_before_gl()
@@ -93,6 +93,8 @@ class Window:
             pygame.display.set_mode(size, flags, vsync=1)
         except pygame.error:
             pygame.display.set_mode(size, flags)
+        # pygame-ce 2.5.8 drops a caption set before a failed vsync set_mode and its retry: set it after
+        pygame.display.set_caption(self.title)
 
     @property
     def size(self) -> tuple[int, int]:
@@ -104,6 +106,7 @@ class Window:
         self.fullscreen = not self.fullscreen
 
     def set_title(self, title: str) -> None:
+        self.title = title
         pygame.display.set_caption(title)
 
     def flip(self) -> None:
