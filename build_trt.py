@@ -21,6 +21,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from engine.backends.tensorrt import INSTALL_HINT
 from engine.errors import ConfigError, EngineError
 
 PROJECT_ROOT = Path(__file__).resolve().parent
@@ -38,8 +39,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--onnx-only", action="store_true", help="stop after the ONNX export and check")
     parser.add_argument("--atol", type=float, default=1e-3,
                         help="largest accepted |onnxruntime - PyTorch| difference (fp32)")
-    parser.add_argument("--no-download", action="store_true", help="never download missing checkpoints")
+    parser.add_argument("--offline", "--no-download", dest="no_download", action="store_true",
+                        help="never download missing checkpoints (as the launcher's --offline)")
     return parser.parse_args(argv)
+
+
+def require_export_tools() -> None:
+    """ONNX export needs the `trt` extra's onnx, onnxscript (torch.export's ONNX translator) and onnxruntime."""
+    import importlib.util
+
+    missing = [name for name in ("onnx", "onnxscript", "onnxruntime") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise EngineError(f"ONNX export needs {', '.join(missing)}: {INSTALL_HINT}")
 
 
 def build(args: argparse.Namespace) -> None:
@@ -61,6 +72,7 @@ def build(args: argparse.Namespace) -> None:
     from engine.core.loader import load_networks
     from engine.families import export_function
 
+    require_export_tools()
     cfg = load_world_config(args.config or args.world, [f"game={args.game}"] if args.game else [])
     exports = export_function(str(cfg.family))
     if exports is None:

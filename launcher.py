@@ -1,4 +1,4 @@
-"""Play a world model: `python launcher.py --world minecraft` (window) or `--headless` (files only)."""
+"""Play a world model: `python launcher.py` (the shipped Doom world, in a window), `--world NAME`, or `--headless`."""
 
 from __future__ import annotations
 
@@ -48,7 +48,8 @@ def add_player_arguments(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python launcher.py", description=__doc__)
     world = parser.add_argument_group("world")
-    world.add_argument("--world", default="minecraft", help=f"one of: {', '.join(available_worlds())}")
+    world.add_argument("--world", default="doom",
+                       help=f"one of: {', '.join(available_worlds())} (default: doom, the world shipped in checkpoints/doom)")
     world.add_argument("--config", type=Path, help="a world .yaml file of your own (overrides --world)")
     world.add_argument("--weights", action="append", default=[], metavar="ROLE=PATH",
                        help="use this checkpoint file for a network role (dit=..., vae=...)")

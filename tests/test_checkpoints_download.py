@@ -10,11 +10,13 @@ import os
 import pty
 import random
 import shlex
+import socket
 import struct
 import subprocess
 import sys
 import termios
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -47,6 +49,7 @@ DOWNLOAD_SCRIPT = """
 import sys
 import termios
 import threading
+import time
 from pathlib import Path
 from engine.checkpoints.download import download_files
 print(download_files(sys.argv[1], {"blob": sys.argv[2]}, world="test", local_dir=Path("."))["blob"])
@@ -190,3 +193,18 @@ def test_missing_file_on_the_hub_is_named(world_yaml, contents, tmp_path):
     assert len(message.splitlines()) == 1
     assert message.startswith(f"missing {FILES['dit']}, {FILES['vae']} for world '{WORLD}'")
     assert f"has no file {FILES['dit']}" in message
+
+
+def test_an_unreachable_hub_is_one_quick_line(world_yaml, tmp_path):
+    project = tmp_path / "project"
+    project.mkdir()
+    with socket.socket() as probe:  # a local port nothing listens on: the connection is refused at once
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    start = time.monotonic()
+    failed = resolve(world_yaml, project, hub_env(tmp_path / "hf", f"http://127.0.0.1:{port}"))
+    assert failed.returncode == 3, failed.stdout + failed.stderr
+    assert time.monotonic() - start < 15, "no retries against a hub that cannot be reached"
+    message = failed.stdout.strip()
+    assert len(message.splitlines()) == 1 and f"cannot reach http://127.0.0.1:{port}" in message
+    assert "Retrying" not in failed.stderr

@@ -37,6 +37,7 @@ def test_diamond_tiny_loss_falls_and_checkpoint_plays(tmp_path):
     for _ in range(3):
         frame = session.step(torch.eye(session.action_dim)[1]).frame
     assert frame.shape == (32, 32, 3) and frame.dtype == torch.uint8
+    assert not session.episode.reset_on_end, "its reward/end model is untrained: it must not end episodes"
 
 
 def test_rollout_conditions_later_steps_on_quantized_predictions():

@@ -22,6 +22,7 @@ import torch
 from engine.backends.base import Backend, Fn
 from engine.backends.device import dtype_name
 from engine.backends.tensorrt import (
+    INSTALL_HINT,
     check_sidecar,
     import_tensorrt,
     read_sidecar,
@@ -103,7 +104,8 @@ class TrtBackend(Backend):
                  checkpoint_files: Mapping[str, Path], reason: str = "") -> None:
         super().__init__(device, dtype, reason)
         if device.type != "cuda":
-            raise EngineError(f"--backend trt runs on a CUDA GPU, not on {device} (use --device cuda)")
+            raise EngineError(f"--backend trt runs on a CUDA GPU, not on {device} (use --device cuda; TensorRT: "
+                              f"{INSTALL_HINT})")
         self.trt = import_tensorrt()
         self.world = world
         self.folder = Path(folder)

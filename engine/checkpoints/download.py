@@ -6,9 +6,12 @@ huggingface_hub resumes a broken transfer with HTTP Range requests and reads `HF
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import os
 import shlex
+import socket
+import urllib.parse
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -38,6 +41,21 @@ def hub_cli() -> str:
 def hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on") \
         or bool(constants.HF_HUB_OFFLINE)
+
+
+@functools.cache
+def unreachable_endpoint(endpoint: str, timeout: float = 3.0) -> str | None:
+    """Why the hub cannot be reached (its host does not resolve or accept a connection within `timeout`), or None.
+
+    Asked once per process before any download, so an offline machine gets the one clear line at once instead
+    of the hub client's retries (about 25 s and ten lines of noise)."""
+    url = urllib.parse.urlsplit(endpoint)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((url.hostname or "", port), timeout=timeout).close()
+    except OSError as exc:
+        return f"cannot reach {endpoint}: {exc.strerror or type(exc).__name__}"
+    return None
 
 
 def download_command(repo: str, filenames: Sequence[str], local_dir: Path,
@@ -70,6 +88,8 @@ def download_files(repo: str | None, wanted: Mapping[str, str], *, world: str, l
         reason = "downloads are off"
     elif hub_offline():
         reason = "offline: HF_HUB_OFFLINE is set"
+    else:
+        reason = unreachable_endpoint(constants.ENDPOINT)
     paths: dict[str, Path] = {}
     if reason is None:
         for role, filename in wanted.items():

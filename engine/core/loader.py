@@ -14,11 +14,12 @@ from torch import nn
 from engine.backends.device import resolve_device, resolve_dtype
 from engine.checkpoints.loading import load_into
 from engine.checkpoints.resolve import resolve_checkpoint_files
+from engine.checkpoints.verify import file_sha256
 from engine.core.config import load_world_config
 from engine.core.networks import build_networks, checkpoint_prefix
 from engine.core.session import Session, SessionOptions
 from engine.core.side_by_side import SideBySide
-from engine.errors import ConfigError
+from engine.errors import CheckpointError, ConfigError
 from engine.families import world_module
 
 
@@ -30,6 +31,18 @@ def world_overrides(args: argparse.Namespace) -> list[str]:
 def session_extras(args: argparse.Namespace) -> dict[str, Any]:
     """Family-specific launch switches (see SessionOptions.extra)."""
     return {"agent": bool(args.agent), "backend": getattr(args, "backend", "eager")}
+
+
+def check_pinned_hashes(cfg: DictConfig, files: Mapping[str, Path], explicit: set[str]) -> None:
+    """Files the world pins by sha256 (`checkpoints.sha256.<role>`, e.g. a checkpoint shipped in the repo) must
+    be those bytes; a file given with --weights is the user's own choice and is not checked."""
+    pinned = cfg.checkpoints.get("sha256") or {}
+    for role, expected in pinned.items():
+        if expected and role in files and role not in explicit:
+            actual = file_sha256(files[role])
+            if actual != str(expected):
+                raise CheckpointError(f"checkpoint {files[role]} has sha256 {actual[:16]}..., world '{cfg.name}' pins "
+                                      f"{str(expected)[:16]}... (checkpoints.sha256.{role}): a damaged or replaced file")
 
 
 def load_networks(cfg: DictConfig, files: Mapping[str, Path], device: torch.device,
@@ -56,6 +69,7 @@ def open_session(world: str | Path, *, device: str = "auto", dtype: str | None =
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
     files = resolve_checkpoint_files(cfg, explicit=checkpoints, allow_download=allow_download)
+    check_pinned_hashes(cfg, files, set(checkpoints or {}))
     networks = load_networks(cfg, files, dev, dt)
     options = SessionOptions(sampler=sampler, steps=steps, seed=seed,
                              prompt=None if prompt is None else Path(prompt), prompt_offset=int(prompt_offset),

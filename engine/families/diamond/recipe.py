@@ -49,6 +49,8 @@ class DiamondRecipe:
                                 "prefixes": {role: f"{role}." for role in ROLES}}
         world["env"]["size"] = self.size
         world["spawn"]["policy"] = "random"
+        # the reward/end model is not trained here: its random predictions must not end episodes every few ticks
+        world["episode"] = {**world.get("episode", {}), "reset_on_end": False}
         return write_world_yaml(run_dir, world, self.cfg.get("world"))
 
 

@@ -4,7 +4,10 @@ al. 2022) on one next frame, with the context frames noised as DIAMOND's CS:GO b
 
 sigma ~ exp(N(loc, scale^2)) clipped to [sigma_min, sigma_max] for the frame being denoised; the context gets a
 noise level of its own from the same distribution, shifted down by `context.shift` (log-space) and zero for a
-`context.clean` fraction of the samples. The regression target is EDM's (x0 - c_skip * x_noisy) / c_out.
+`context.clean` fraction of the samples. A `context.heavy` fraction gets a context noised beyond recognition
+(sigma uniform in `heavy_sigma`): then the recalled memory frames are what shows the place, which teaches the
+model to use them (in one-step training a clean context alone shows almost everything). The regression target is
+EDM's (x0 - c_skip * x_noisy) / c_out.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ class ContextNoise:
     clean: float = 0.3
     shift: float = -2.5
     sigma_max: float = 1.0
+    heavy: float = 0.15
+    heavy_sigma: tuple[float, float] = (0.5, 2.0)
 
 
 class DoomDenoising(nn.Module):
@@ -43,8 +48,11 @@ class DoomDenoising(nn.Module):
         target = batch["target"]
         sigma = self.sigmas.sample(rng)
         log_cond = rng.normal(()) * self.sigmas.scale + self.sigmas.loc + noise.shift
-        sigma_cond = torch.where(rng.uniform(()) < noise.clean, torch.full_like(log_cond, 1e-3),
+        kind = rng.uniform(())
+        low, high = noise.heavy_sigma
+        sigma_cond = torch.where(kind < noise.clean, torch.full_like(log_cond, 1e-3),
                                  log_cond.exp().clamp(1e-3, noise.sigma_max))
+        sigma_cond = torch.where(kind > 1 - noise.heavy, low + (high - low) * rng.uniform(()), sigma_cond)
         context = batch["context"] + rng.normal(tuple(batch["context"].shape[1:])) * sigma_cond.view(-1, 1, 1, 1)
         noisy = apply_noise(target, sigma, model.cfg.sigma_offset_noise, rng)
         cs = model.conditioners(sigma, sigma_cond)

@@ -31,7 +31,8 @@ class DoomRecipe:
         load_initial_weights(cfg, {ROLE: world_model})
         loss = OmegaConf.to_container(cfg.get("loss") or OmegaConf.create({}), resolve=True)
         self.model = DoomDenoising(world_model, SigmaDistribution(**loss.get("sigma_distribution", {})),
-                                   ContextNoise(**loss.get("context_noise", {})))
+                                   ContextNoise(**{k: tuple(v) if isinstance(v, list) else v
+                                                   for k, v in loss.get("context_noise", {}).items()}))
         data = OmegaConf.to_container(cfg.data, resolve=True)
         self.recall_cfg = data.get("recall", {})
         mcfg = world_model.cfg
