@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -17,7 +19,7 @@ from engine.checkpoints.verify import files_sha256
 from engine.core.loader import open_session, session_extras, with_ground_truth, world_overrides
 from engine.core.runner import Runner, Tick
 from engine.errors import ConfigError
-from engine.recordings import SegmentWriter
+from engine.recordings import RecordingError, SegmentWriter, install_signal_finalizers
 
 
 def idle_actions(cfg: DictConfig, frames: int, action_dim: int) -> torch.Tensor:
@@ -30,7 +32,29 @@ def idle_actions(cfg: DictConfig, frames: int, action_dim: int) -> torch.Tensor:
     return keymap.to_action((), (), 0.0, 0.0).float().expand(frames, -1).clone()
 
 
+def output_stem(out: Path) -> Path:
+    """The stem `--out` names; refused if a recording (or part of one) is already there."""
+    if out.is_dir():
+        raise ConfigError(f"--out {out} is a folder: name the output file, e.g. {out / 'run.mp4'}")
+    stem = out.with_suffix("")
+    taken = [stem.with_name(stem.name + suffix) for suffix in (".mp4", ".npz", ".spool", "-part2.mp4", "-part2.npz")]
+    for path in taken:
+        if path.exists():
+            raise ConfigError(f"--out {out}: {path} already exists; choose another --out or delete the old recording")
+    return stem
+
+
 def run_headless(args: argparse.Namespace) -> None:
+    """Generate `--frames` frames into `--out`; SIGTERM/SIGHUP/Ctrl+C and write errors still finalise both files."""
+    stem = output_stem(args.out)
+    restore = install_signal_finalizers()
+    try:
+        _generate(args, stem)
+    finally:
+        restore()
+
+
+def _generate(args: argparse.Namespace, stem: Path) -> None:
     session = open_session(
         str(args.config or args.world), device=args.device, dtype=args.dtype, checkpoints=args.weights,
         prompt=args.prompt, prompt_offset=args.action_offset if args.prompt and args.prompt.suffix == ".npz" else 0, sampler=args.sampler,
@@ -57,7 +81,7 @@ def run_headless(args: argparse.Namespace) -> None:
         "actions_file": str(args.actions or ""),
         "action_offset": args.action_offset,
     }
-    writer = SegmentWriter(args.out.with_suffix(""), world=session.world, fps=session.fps, metadata=metadata)
+    writer = SegmentWriter(stem, world=session.world, fps=session.fps, metadata=metadata)
     runner = Runner(session)
     start = time.perf_counter()
 
@@ -73,10 +97,21 @@ def run_headless(args: argparse.Namespace) -> None:
         for j in range(prompt_frames):
             record(prompt[j].cpu().numpy(), actions[j].numpy(), None)
         for j in tqdm(range(prompt_frames, args.frames), desc=f"{session.world} frames", unit="frame"):
+            if writer.error is not None:
+                break  # the recording stopped (disk full...): generating more would be lost work
             tick = runner.step(actions[j])
             record(tick.frame, tick.action.numpy(), tick)
             if tick.episode_over:
                 runner.reset()
-    finally:
-        writer.close()
-    print(f"wrote {args.out} and {args.out.with_suffix('.npz')} ({args.frames} frames)")
+    except BaseException as exc:  # the files are finalised with what was generated
+        try:
+            writer.close()
+        except RecordingError as err:
+            print(f"error: {err}", file=sys.stderr)
+        else:
+            if isinstance(exc, (KeyboardInterrupt, SystemExit)):  # a signal or Ctrl+C
+                print(f"stopped early: {stem}.mp4 and {stem}.npz hold the {writer.frames_kept} frames generated",
+                      file=sys.stderr)
+        raise
+    writer.close()
+    print(f"wrote {stem}.mp4 and {stem}.npz ({writer.frames_kept} frames)")

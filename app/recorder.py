@@ -18,14 +18,14 @@ from typing import Any
 import torch
 
 from app.inference import Tick
-from engine.recordings import RecordingError, SegmentWriter
+from engine.recordings import RecordingError, SegmentWriter, check_world_name
 
 
 class Recorder:
     def __init__(self, root: Path, world: str, fps: float, metadata: Callable[[], dict[str, Any]],
                  history: Callable[[], torch.Tensor], max_bytes: int | None = None,
                  report: Callable[[str], None] = print) -> None:
-        self.root, self.world, self.fps = root, world, fps
+        self.root, self.world, self.fps = root, check_world_name(world), fps
         self.metadata, self.history, self.max_bytes = metadata, history, max_bytes
         self.report = report
         self.error: str | None = None

@@ -16,6 +16,7 @@ import torch
 from app.inference import Tick
 from engine.errors import ConfigError
 from engine.recordings import read_recording
+from engine.recordings.recovery import unfinished
 
 _PART = re.compile(r"^(?P<stem>.+)-part(?P<number>\d+)$")
 
@@ -47,7 +48,8 @@ def load_replay(path: Path) -> ReplayPlan:
     before = [torch.tensor(metadata.get("actions_before_segment") or [], dtype=torch.float32)]
     for part in _earlier_parts(Path(path), int(metadata.get("first_frame", 0))):
         if not part.is_file():
-            raise ConfigError(f"{path} continues {part.name}, which is missing: replay needs every earlier part")
+            raise ConfigError(unfinished(part.with_suffix("")) or
+                              f"{path} continues {part.name}, which is missing: replay needs every earlier part")
         before.append(torch.from_numpy(read_recording(part)["actions"]))
     actions = torch.from_numpy(recording["actions"])
     before = [b.reshape(-1, actions.shape[1]) for b in before]
@@ -120,7 +122,7 @@ class RecordingViewer:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         if not self.path.is_file():
-            raise ConfigError(f"recording {self.path} does not exist")
+            raise ConfigError(unfinished(self.path.with_suffix("")) or f"recording {self.path} does not exist")
         self.error: BaseException | None = None
         self.finished = False
         self.paused = False

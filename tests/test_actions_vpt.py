@@ -168,6 +168,32 @@ def test_other_action_sources(tmp_path: Path) -> None:
         load_action_stream(tmp_path / "missing.jsonl", 2)
 
 
+@pytest.mark.parametrize(("actions", "fragment"), [
+    (np.full((8, 25), "left"), "has dtype <U4, expected numbers"),
+    (np.full((8, 25), np.nan, np.float32), "must be finite numbers"),
+    (np.full((8, 25), 1e30, np.float32), "must lie within +-100"),
+])
+def test_recording_action_rows_are_numbers_in_range(tmp_path: Path, actions: np.ndarray, fragment: str) -> None:
+    np.savez(tmp_path / "rec.npz", actions=actions)
+    with pytest.raises(ConfigError) as exc:
+        read_action_rows(tmp_path / "rec.npz")
+    message = _single_line(exc)
+    assert "rec.npz" in message and fragment in message
+
+
+def test_damaged_npz_action_files_are_one_line(tmp_path: Path) -> None:
+    np.savez(tmp_path / "rec.npz", actions=np.zeros((64, 25), np.float32))
+    data = (tmp_path / "rec.npz").read_bytes()
+    (tmp_path / "cut.npz").write_bytes(data[: len(data) // 2])
+    np.save(tmp_path / "single.npy", np.zeros((4, 25)))
+    (tmp_path / "single.npy").rename(tmp_path / "single.npz")
+    for name, fragment in (("cut.npz", "not a readable .npz recording"), ("single.npz", "single .npy array")):
+        with pytest.raises(ConfigError) as exc:
+            read_action_rows(tmp_path / name)
+        message = _single_line(exc)
+        assert name in message and fragment in message
+
+
 # --- keymaps ---------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -235,7 +261,8 @@ def test_camera_settings_from_yaml(tmp_path: Path) -> None:
     ("keys: {w: forward\n", "bad YAML"),
     ("keys: [w]\n", "'keys' must be a mapping"),
     ("buttons: {left: attack}\n", "unknown section 'buttons'"),
-    ("camera: {sensitivity: -1}\n", "camera.sensitivity must be a positive number"),
+    ("camera: {sensitivity: -1}\n", "camera.sensitivity must be a positive finite number"),
+    ("camera: {sensitivity: .inf}\n", "camera.sensitivity must be a positive finite number"),
     ("camera: {invert_y: maybe}\n", "camera.invert_y must be true or false"),
     ("camera: {speed: 2}\n", "camera.speed is unknown"),
     ("action_space: chess\n", "action_space 'chess' is unknown"),

@@ -14,6 +14,7 @@ import imageio_ffmpeg
 import numpy as np
 import pytest
 
+import launcher
 from app.player import open_player
 from engine.actions.vpt import ACTION_KEYS
 from engine.errors import ConfigError
@@ -28,6 +29,7 @@ from tests.test_app_support import (
     pump,
     xdotool,
 )
+from tests.test_recording import spool_rows
 
 FORWARD = ACTION_KEYS.index("forward")
 
@@ -153,7 +155,7 @@ def test_sigterm_mid_segment_finalises_the_recording(display, world, tmp_path):
     try:
         spool = recordings / "tiny-oasis"
         deadline = time.monotonic() + 60
-        while not any(spool.glob("*.spool/chunk_000001.npz")):  # > 20 frames written, segment still open
+        while not any(spool_rows(part) > 20 for part in spool.glob("*.spool")):  # segment still open
             assert player.poll() is None, player.communicate()
             assert time.monotonic() < deadline, "the player recorded nothing"
             time.sleep(0.1)
@@ -178,3 +180,15 @@ def test_replay_needs_the_same_world(display, comma_recording, oasis_dir, tmp_pa
     args = player_args(other, tmp_path, "--replay", str(segments[0]))
     with pytest.raises(ConfigError, match="was recorded in world 'tiny-oasis', not 'another-world'"), open_player(args):
         pass
+
+
+def test_world_name_that_is_a_path_is_refused(display, world, tmp_path, capsys):
+    """`name: ../../x` would put recordings outside --recordings: the player refuses it before playing."""
+    escape = world.with_name("escape.yaml")
+    escape.write_text(world.read_text().replace("name: tiny-oasis", "name: ../../x"))
+    recordings = tmp_path / "a" / "b" / "recordings"
+    code = launcher.main(["--config", str(escape), "--device", "cpu", "--record", "--recordings", str(recordings),
+                          "--window-size", "240x160"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "world name '../../x' cannot name a recordings folder" in err
+    assert list(tmp_path.iterdir()) == [], "nothing written"

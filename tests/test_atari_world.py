@@ -202,7 +202,7 @@ def test_mismatched_checkpoint_is_a_one_line_error(full_size_files, capsys):
     assert f"checkpoint {path} does not fit Denoiser" in message
     assert "inner_model.act_emb.0.weight: expected (4, 64), found (18, 64)" in message
 
-    code, out = verify(capsys, "atari", path)
+    code, out = verify(capsys, "atari", path, "--game", "Breakout")
     assert code == 1
     assert f"{path} does not fit Denoiser (role denoiser): 1 problem" in out
     assert "  wrong shape actor_linear.weight: expected (4, 512), found (18, 512)" in out
@@ -210,6 +210,9 @@ def test_mismatched_checkpoint_is_a_one_line_error(full_size_files, capsys):
     networks = load_networks(load_world_config("atari", ["game=Alien"]), dict.fromkeys(ROLES, path),
                              torch.device("cpu"), torch.float32)
     assert networks["actor_critic"].actor_linear.out_features == 18
+    code, out = verify(capsys, "atari", path)  # DIAMOND's file name atari_100k/models/Alien.pt says the game
+    assert code == 0 and out.splitlines()[0].startswith("world 'atari' with game=Alien (from the file name"), out
+    assert out.count(f"ok: {path} (") == 3
 
 
 # -- the tick against the reference ---------------------------------------------------------------------------

@@ -62,7 +62,8 @@ def test_auto_on_cpu_names_what_it_skipped() -> None:
 
 @pytest.mark.parametrize("name, expected", [
     ("fast", "--backend fast: expected one of auto, eager, compile, trt"),
-    ("trt", "--backend trt runs on a CUDA GPU, not on cpu (use --device cuda)"),
+    ("trt", "--backend trt runs on a CUDA GPU, not on cpu (use --device cuda; TensorRT: "
+            "pip install .[trt] (needs an NVIDIA GPU and driver))"),
 ])
 def test_unavailable_backends_are_one_line_errors(name: str, expected: str) -> None:
     with pytest.raises(EngineError) as info:

@@ -224,3 +224,35 @@ def test_legacy_pickle_format_is_read(tmp_path):
     path = tmp_path / "legacy.pth"
     torch.save({"w": torch.arange(4.0)}, path, _use_new_zipfile_serialization=False)
     torch.testing.assert_close(read_state_dict(path)["w"], torch.arange(4.0))
+
+
+class CallsSystem:
+    """A pickle that would run a shell command (a global of a module torch blocks outright)."""
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("true",))
+
+
+def test_refusals_name_the_global_and_never_suggest_unsafe_loading(tmp_path):
+    path = tmp_path / "shell.pt"
+    torch.save({"weight": torch.zeros(2), "run": CallsSystem()}, path)
+    with pytest.raises(CheckpointError) as exc:
+        read_state_dict(path)
+    message = single_line(exc)
+    assert "system" in message and "weights_only=False" not in message and "weights_only` set to `False" not in message
+
+
+@pytest.mark.parametrize(("value", "fragment"), [
+    (float("nan"), "holds NaN values"), (float("inf"), "holds infinite values"),
+    (1e30, "holds values up to 1e+30, beyond +-1e+06"), ("int32", "is int32, expected floating-point weights"),
+    ("bool", "is bool, expected floating-point weights")])
+def test_weights_must_be_finite_floating_point(value, fragment):
+    module = TiedPair()
+    state = {key: tensor.clone() for key, tensor in module.state_dict().items()}
+    key = next(iter(state))
+    state[key] = state[key].to(getattr(torch, value)) if isinstance(value, str) else torch.full_like(state[key], value)
+    with pytest.raises(CheckpointError) as exc:
+        load_into(TiedPair(), state)
+    assert f"{key} {fragment}" in single_line(exc)

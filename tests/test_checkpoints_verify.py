@@ -102,7 +102,7 @@ def test_verify_errors_are_one_line(cli, fixture_world, tmp_path):
                            (("no-such-world",), "unknown world 'no-such-world'"),
                            ((fixture_world, tmp_path / "absent.safetensors"), "absent.safetensors does not exist")):
         done = cli("verify", *args)
-        assert done.returncode == 1
+        assert done.returncode == 2
         assert done.stderr.count("\n") == 1 and expected in done.stderr, done.stderr
 
 
@@ -141,13 +141,13 @@ def test_convert_cli_writes_and_refuses(cli, tmp_path):
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == f"wrote {out} (sha256 {file_sha256(out)})"
     again = cli("convert", pt, out)
-    assert again.returncode == 1 and "--force" in again.stderr
+    assert again.returncode == 2 and "--force" in again.stderr
 
     unsafe = tmp_path / "unsafe.pt"
     marker = tmp_path / "marker"
     torch.save({"w": torch.zeros(1), "obj": Exploding(marker)}, unsafe)
     refused = cli("convert", unsafe)
-    assert refused.returncode == 1
+    assert refused.returncode == 2
     assert refused.stderr.count("\n") == 1 and "Exploding" in refused.stderr and str(unsafe) in refused.stderr
     assert not marker.exists() and not unsafe.with_suffix(".safetensors").exists()
 
@@ -157,3 +157,33 @@ def test_convert_rejects_safetensors_input(tmp_path):
     save_file({"w": torch.zeros(1)}, str(path))
     with pytest.raises(CheckpointError, match=r"convert reads \.pt"):
         convert_to_safetensors(path)
+
+
+@pytest.mark.parametrize(("change", "problem"), [
+    (lambda t: torch.full_like(t, float("nan")), "holds NaN values"),
+    (lambda t: torch.full_like(t, 1e30), "holds values up to 1e+30, beyond +-1e+06"),
+    (lambda t: t.to(torch.int32), "is int32, expected floating-point weights"),
+    (lambda t: t.to(torch.bool), "is bool, expected floating-point weights")])
+def test_verify_reports_weights_that_are_not_usable(cli, fixture_world, oasis_dir, tmp_path, change, problem):
+    state = load_file(oasis_dir / "vae.safetensors")
+    key = next(k for k, v in state.items() if v.dim() == 2)
+    save_file(state | {key: change(state[key]).contiguous()}, str(tmp_path / "vae.safetensors"))
+    done = cli("verify", fixture_world, f"vae={tmp_path / 'vae.safetensors'}", f"dit={oasis_dir / 'dit.safetensors'}")
+    assert done.returncode == 1 and f"bad values {key}: {problem}" in done.stdout, done.stdout
+
+
+def test_verify_atari_takes_the_game_from_the_file_name(cli, diamond_dir, tmp_path):
+    """DIAMOND names its checkpoints atari_100k/models/<Game>.pt: the game's action count sizes the networks."""
+    from tests.test_atari_world import tiny_world_config
+
+    world = tiny_world_config(diamond_dir, weights="atari_100k/models/${game}.pt") | {"game": "Breakout"}
+    path = tmp_path / "tiny_atari.yaml"
+    path.write_text(yaml.safe_dump(world, sort_keys=False))
+    checkpoint = tmp_path / "Pong.pt"  # the fixture agent has Pong's 6 actions; Breakout has 4
+    torch.save(load_file(diamond_dir / "atari_agent.safetensors"), checkpoint)
+    named = cli("verify", path, checkpoint)
+    assert named.returncode == 0 and "game=Pong" in named.stdout and named.stdout.count("ok: ") == 3, named.stdout
+    chosen = cli("verify", path, checkpoint, "--game", "DemonAttack")
+    assert chosen.returncode == 0 and "game=" not in chosen.stdout, chosen.stdout
+    wrong = cli("verify", path, checkpoint, "--game", "Breakout")
+    assert wrong.returncode == 1 and "wrong shape" in wrong.stdout

@@ -103,3 +103,33 @@ def test_wrong_image_and_bad_action_file(tiny_world, tmp_path, capsys):
                               "--out", str(tmp_path / "x.mp4"), *extra])
         err = capsys.readouterr().err.strip()
         assert code == 2 and name in err and len(err.splitlines()) == 1
+
+
+def _headless(tiny_world: Path, out: Path, config: Path | None = None) -> list[str]:
+    return ["--config", str(config or tiny_world), "--headless", "--device", "cpu", "--frames", "3", "--out", str(out)]
+
+
+def test_out_over_an_existing_recording_is_refused(tiny_world, tmp_path, capsys):
+    for existing in ("old.mp4", "old.npz", "old.spool", "old-part2.npz"):
+        folder = tmp_path / existing.replace(".", "_")
+        folder.mkdir()
+        (folder / existing).write_bytes(b"an older recording")
+        code = launcher.main(_headless(tiny_world, folder / "old.mp4"))
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and len(err.splitlines()) == 1
+        assert f"{folder / existing} already exists; choose another --out" in err
+        assert [p.name for p in folder.iterdir()] == [existing], "nothing written"
+        assert (folder / existing).read_bytes() == b"an older recording"
+    code = launcher.main(_headless(tiny_world, tmp_path))
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "is a folder" in err
+
+
+def test_world_name_that_is_a_path_is_refused(tiny_world, tmp_path, capsys):
+    escape = tiny_world.with_name("escape.yaml")
+    escape.write_text(tiny_world.read_text().replace("name: tiny-oasis", "name: ../../x"))
+    out = tmp_path / "deep" / "er" / "run.mp4"
+    code = launcher.main(_headless(tiny_world, out, escape))
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "world name '../../x' cannot name a recordings folder" in err
+    assert list(tmp_path.iterdir()) == [], "nothing written, no folder made"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import struct
+import zlib
 from pathlib import Path
 
 import imageio.v3 as iio
@@ -93,3 +95,31 @@ def test_unreadable_files_give_one_line_errors(tmp_path: Path) -> None:
     assert str(missing) in _one_line_error(lambda: load_prompt_frames(missing, 1, 360, 640))
     message = _one_line_error(lambda: load_prompt_frames(SAMPLE_IMAGE, 2, 360, 640))
     assert "needs 2 prompt frames" in message
+
+
+def test_sixteen_bit_and_float_images_keep_their_brightness(tmp_path: Path) -> None:
+    levels = np.linspace(0, 1, 40 * 60).reshape(40, 60)
+    Image.fromarray(np.round(levels * 65535).astype(np.uint16)).save(tmp_path / "grey16.png")
+    Image.fromarray(levels.astype(np.float32)).save(tmp_path / "grey.tiff")
+    expected = torch.from_numpy(np.round(levels * 255) / 255).float()
+    for name in ("grey16.png", "grey.tiff"):
+        frames = load_prompt_frames(tmp_path / name, 1, 40, 60)
+        assert Image.open(tmp_path / name).mode in ("I;16", "I", "F")
+        for channel in frames[0]:
+            torch.testing.assert_close(channel, expected, rtol=0, atol=1 / 255 + 1e-6)
+
+
+def test_float_images_outside_zero_one_and_pixel_bombs_are_refused(tmp_path: Path) -> None:
+    Image.fromarray(np.full((8, 8), 7.5, np.float32)).save(tmp_path / "bright.tiff")
+    assert "values outside 0..1" in _one_line_error(lambda: load_prompt_frames(tmp_path / "bright.tiff", 1, 8, 8))
+    bomb = tmp_path / "bomb.png"
+    side = 200_000
+    header = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    bomb.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+                     + chunk(b"IEND", b""))
+    message = _one_line_error(lambda: load_prompt_frames(bomb, 1, 8, 8))
+    assert str(bomb) in message and "decompression bomb" in message

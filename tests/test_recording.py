@@ -133,7 +133,7 @@ def test_recordings_folder_layout(tmp_path: Path) -> None:
 
 def test_split_at_max_bytes(tmp_path: Path) -> None:
     frames = [make_frame(t, 64, 96) for t in range(30)]
-    writer = SegmentWriter(tmp_path / "long", world="w", fps=20, max_bytes=150_000, chunk_frames=4)
+    writer = SegmentWriter(tmp_path / "long", world="w", fps=20, max_bytes=150_000)
     for t, frame in enumerate(frames):
         writer.append(frame, np.full(3, t, np.float32))
     parts = writer.close()
@@ -188,16 +188,16 @@ def test_append_checks_its_inputs(tmp_path: Path) -> None:
 
 
 def test_disk_full_keeps_what_was_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    real_write_chunk, calls = recording.writer.write_chunk, []
+    real_put, calls = recording.npzfile.FramesNpz.put, []
 
-    def write_chunk(path, arrays):
-        calls.append(path)
-        if len(calls) >= 2:
-            raise OSError(errno.ENOSPC, "No space left on device", str(path))
-        real_write_chunk(path, arrays)
+    def put(self, index, frame):
+        calls.append(index)
+        if len(calls) > 10:
+            raise OSError(errno.ENOSPC, "No space left on device", str(self.path))
+        real_put(self, index, frame)
 
-    monkeypatch.setattr(recording.writer, "write_chunk", write_chunk)
-    writer = SegmentWriter(tmp_path / "full", world="w", fps=20, chunk_frames=5)
+    monkeypatch.setattr(recording.npzfile.FramesNpz, "put", put)
+    writer = SegmentWriter(tmp_path / "full", world="w", fps=20)
     for t in range(30):
         writer.append(make_frame(t, 32, 48), np.zeros(2))
     with pytest.raises(RecordingError) as exc:
@@ -207,6 +207,34 @@ def test_disk_full_keeps_what_was_written(tmp_path: Path, monkeypatch: pytest.Mo
     assert "10 frames kept" in message and "20 later frames were not recorded" in message
     assert writer.error is not None and writer.close() == [tmp_path / "full"]  # reported once
     assert len(_check_pair(tmp_path / "full")["frames"]) == 10
+
+
+def test_a_new_recording_replaces_an_old_pair_whole(tmp_path: Path) -> None:
+    """Until the new pair is complete the old one stays as it was; then both files are replaced together."""
+    with SegmentWriter(tmp_path / "same", world="w", fps=20) as old:
+        for t in range(12):
+            old.append(make_frame(t, 32, 48), np.zeros(2))
+    writer = SegmentWriter(tmp_path / "same", world="w", fps=20)
+    for t in range(5):
+        writer.append(make_frame(40 + t, 32, 48), np.ones(2))
+    deadline = time.monotonic() + 30
+    while spool_rows(tmp_path / "same.spool") < 5:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert len(_check_pair(tmp_path / "same")["frames"]) == 12
+    writer.close()
+    data = _check_pair(tmp_path / "same")
+    assert len(data["frames"]) == 5 and (data["actions"] == 1).all()
+
+
+@pytest.mark.parametrize("name", ["../../x", "a/b", "..", ".", "", ".hidden", "c:evil", "back\\slash", "nul\0"])
+def test_world_names_that_are_not_one_folder_are_refused(tmp_path: Path, name: str) -> None:
+    with pytest.raises(RecordingError, match="cannot name a recordings folder"):
+        SegmentWriter(tmp_path, world=name, fps=20)
+    with pytest.raises(RecordingError, match="cannot name a recordings folder"):
+        recording.segment_stem(tmp_path, name)
+    assert list(tmp_path.iterdir()) == []
+    assert recording.check_world_name("atari-Breakout_2") == "atari-Breakout_2"
 
 
 def test_read_recording_errors(tmp_path: Path) -> None:
@@ -225,7 +253,7 @@ CHILD = "import numpy as np\n" + inspect.getsource(make_frame) + textwrap.dedent
     from engine.recordings import SegmentWriter, install_signal_finalizers
 
     install_signal_finalizers()
-    writer = SegmentWriter(sys.argv[1], world="test", fps=20, metadata={"seed": 7}, chunk_frames=5)
+    writer = SegmentWriter(sys.argv[1], world="test", fps=20, metadata={"seed": 7})
     t = 0
     while True:
         writer.append(make_frame(t, 64, 96), np.full(25, t, np.float32), pose=[t, 0, 0, 0, 0])
@@ -265,23 +293,31 @@ def test_sigterm_mid_segment_finalises_both_files(tmp_path: Path) -> None:
     assert not stem.with_name("term.spool").exists()
 
 
-def test_sigkill_loses_at_most_the_last_chunk(tmp_path: Path) -> None:
+def spool_rows(spool: Path) -> int:
+    """Rows a part's spool holds so far (its timestamps file has 8 bytes a row)."""
+    try:
+        return (spool / "timestamps.rows").stat().st_size // 8
+    except OSError:
+        return 0
+
+
+def test_sigkill_keeps_every_encoded_frame(tmp_path: Path) -> None:
     stem = tmp_path / "kill"
     proc = _start_child(tmp_path, stem)
     spool = stem.with_name("kill.spool")
     deadline = time.monotonic() + 30
-    while len(list(spool.glob("chunk_*.npz"))) < 3 and time.monotonic() < deadline:
+    while spool_rows(spool) < 15 and time.monotonic() < deadline:
         time.sleep(0.02)
     proc.kill()
     proc.communicate(timeout=60)
     with pytest.raises(ConfigError, match="was not finalised"):
         read_recording(stem.with_name("kill.npz"))
-    chunks = len(list(spool.glob("chunk_*.npz")))
-    assert chunks >= 3
+    rows = spool_rows(spool)
+    assert rows >= 15
     npz = recover_segment(stem)
     data = _check_pair(stem)
-    assert npz == stem.with_name("kill.npz") and len(data["frames"]) == 5 * chunks
-    assert data["metadata"]["recovered"] is True and data["metadata"]["num_frames"] == 5 * chunks
+    assert npz == stem.with_name("kill.npz") and len(data["frames"]) == rows
+    assert data["metadata"]["recovered"] is True and data["metadata"]["num_frames"] == rows
     _check_frames_in_order(data)
     assert not spool.exists()
     assert data["metadata"]["world"] == "test" and data["metadata"]["seed"] == 7

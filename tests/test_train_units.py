@@ -103,7 +103,10 @@ def test_config_by_name_with_overrides_and_errors(tmp_path):
 
 
 def test_precision_is_checked_and_autocast_only_on_cuda():
-    cfg = load_train_config("oasis_tiny", ["train.precision=fp8"])
+    with pytest.raises(ConfigError, match=r"train\.precision must be one of bf16, fp32, got 'fp8'"):
+        load_train_config("oasis_tiny", ["train.precision=fp8"])
+    cfg = load_train_config("oasis_tiny")
+    cfg.train.precision = "fp8"
     with pytest.raises(ConfigError, match=r"train\.precision 'fp8'"):
         autocast_context(cfg, torch.device("cpu"))
     with autocast_context(load_train_config("oasis_tiny"), torch.device("cpu")):
@@ -119,6 +122,8 @@ def test_every_config_loads_and_its_networks_build(name):
         if cfg.family == "oasis":
             OasisVAE(**model["vae"])
             OasisDiT(**dit_kwargs(cfg, model["vae"]))
+        elif cfg.family == "oasis_vae":
+            OasisVAE(**model["vae"])
         elif cfg.family == "diamond":
             for role in ("denoiser", "rew_end_model", "actor_critic"):
                 atari.NETWORKS[role](**model[role])

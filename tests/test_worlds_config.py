@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine.core.config import load_world_config
+from engine.core.config import WORLDS_DIR, load_world_config
 from engine.core.networks import network_classes
 from engine.errors import ConfigError
 from engine.families import world_kinds, world_module
@@ -29,3 +29,13 @@ def test_every_family_names_its_networks_and_opener() -> None:
         assert isinstance(module.NETWORKS, dict) and callable(module.open_world)
         assert module.NETWORKS or kind == "doom-game", "only the real game has no networks"
     assert set(network_classes(load_world_config("minecraft"))) == {"dit", "vae"}
+
+
+def test_errors_name_the_override_or_the_file(tmp_path) -> None:
+    with pytest.raises(ConfigError, match=r"^--set sampler.ddim_step=4 \(world config .*minecraft.yaml\): "
+                                          r"sampler.ddim_step is unknown \(did you mean sampler.ddim_steps\?\)"):
+        load_world_config("minecraft", ["sampler.ddim_step=4"])
+    broken = tmp_path / "broken.yaml"
+    broken.write_text((WORLDS_DIR / "minecraft.yaml").read_text().replace("ddim_steps: 10", "ddim_steps: ten"))
+    with pytest.raises(ConfigError, match=r"^world config .*broken.yaml: sampler.ddim_steps must be an integer, got 'ten'"):
+        load_world_config(broken, ["fps=15"])

@@ -38,6 +38,7 @@ ANGLE_UNIT_DEGREES = 360 / 65536
 DOOM_FAST_TURN_DEGREES = 1280 * ANGLE_UNIT_DEGREES
 KEY_TURN_DEGREES = FRAME_SKIP * DOOM_FAST_TURN_DEGREES
 MAX_TURN_DEGREES = 2 * KEY_TURN_DEGREES
+ACTION_LIMIT = 100.0  # as every action space: values beyond it are garbage, not a bigger press
 PSEUDO_BUTTONS: dict[str, float] = {"turn_left": -KEY_TURN_DEGREES, "turn_right": KEY_TURN_DEGREES}
 
 
@@ -73,6 +74,9 @@ def validate(action: np.ndarray) -> np.ndarray:
                           f"got shape {array.shape}")
     if not np.isfinite(array).all():
         raise ConfigError(f"a Doom action must be finite, got {array.tolist()}")
+    if np.abs(array).max() > ACTION_LIMIT:
+        raise ConfigError(f"Doom action values must lie within +-{ACTION_LIMIT:g} (buttons 0/1, turn -1..1), "
+                          f"got {array.tolist()}")
     return array
 
 

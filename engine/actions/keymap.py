@@ -33,6 +33,7 @@ the combos whose action that variant has::
 
 from __future__ import annotations
 
+import math
 import string
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -218,7 +219,11 @@ def _read_merged(path: Path, seen: tuple[Path, ...]) -> dict:
     if base_name is None:
         Keymap.from_dict(data, source=str(path))
         return data
-    base = _read_merged(_resolve(base_name, path.parent), (*seen, path.resolve()))
+    try:
+        base_path = _resolve(base_name, path.parent)
+    except ConfigError as exc:
+        raise ConfigError(f"keymap {path}: extends {base_name!r}, which is not there ({exc})") from None
+    base = _read_merged(base_path, (*seen, path.resolve()))
     # report a bad entry against the file that holds it, in the base's action space unless it names its own
     Keymap.from_dict({"action_space": base.get("action_space", "vpt"), **data}, source=str(path))
     merged = {**base, **{k: v for k, v in data.items() if k not in _MERGED_SECTIONS}}
@@ -291,7 +296,7 @@ def _camera(section: Mapping | None, source: str) -> CameraSettings:
         if key == "invert_y":
             if not isinstance(value, bool):
                 raise ConfigError(f"keymap {source}: camera.invert_y must be true or false, got {value!r}")
-        elif isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-            raise ConfigError(f"keymap {source}: camera.{key} must be a positive number, got {value!r}")
+        elif isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+            raise ConfigError(f"keymap {source}: camera.{key} must be a positive finite number, got {value!r}")
         values[key] = value if key == "invert_y" else float(value)
     return CameraSettings(**{**defaults.__dict__, **values})

@@ -22,6 +22,10 @@ import torch
 
 from engine.errors import ConfigError
 
+ACTION_LIMIT = 100.0
+"""Every space keeps its values within [-1, 1] (buttons 0/1, one-hot actions, normalised camera and turn); a value
+beyond +-ACTION_LIMIT is not an action but a broken file or input."""
+
 SPACES: dict[str, str] = {
     "vpt": "engine.actions.vpt",
     "atari": "engine.actions.atari",
@@ -53,3 +57,13 @@ def action_space(name: str) -> ActionSpace:
     if name not in SPACES:
         raise ConfigError(f"action space '{name}' is unknown (expected one of {', '.join(SPACES)})")
     return importlib.import_module(SPACES[name]).SPACE
+
+
+def check_action_values(values: torch.Tensor, where: str) -> torch.Tensor:
+    """`values` (action rows or one action, on the host) if every value is finite and within +-ACTION_LIMIT."""
+    if not torch.isfinite(values).all():
+        raise ConfigError(f"{where}: actions must be finite numbers, found NaN or infinity")
+    if values.numel() and values.abs().max() > ACTION_LIMIT:
+        raise ConfigError(f"{where}: action values must lie within +-{ACTION_LIMIT:g} (the spaces use -1..1), "
+                          f"found {values.abs().max().item():g}")
+    return values

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import json
 import math
+import zipfile
+import zlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from engine.actions.space import check_action_values
 from engine.errors import ConfigError
 
 ACTION_KEYS: tuple[str, ...] = (
@@ -173,10 +176,7 @@ def _check_rows(rows: torch.Tensor, path: Path, what: str, action_dim: int | Non
         raise ConfigError(f"{path}: {what} has shape {tuple(rows.shape)}, expected {expected}")
     if rows.dtype.is_complex:
         raise ConfigError(f"{path}: {what} has dtype {rows.dtype}, expected float")
-    rows = rows.to(torch.float32)
-    if not torch.isfinite(rows).all():
-        raise ConfigError(f"{path}: {what} contains NaN or infinite values")
-    return rows
+    return check_action_values(rows.to(torch.float32), f"{path}: {what}")
 
 
 def _read_safetensors(path: Path, action_dim: int | None) -> torch.Tensor:
@@ -209,13 +209,18 @@ def _read_pt(path: Path, action_dim: int | None) -> torch.Tensor:
 
 def _read_npz(path: Path, action_dim: int | None) -> torch.Tensor:
     try:
-        with np.load(path, allow_pickle=False) as data:
+        data = np.load(path, allow_pickle=False)
+        if not isinstance(data, np.lib.npyio.NpzFile):
+            raise ConfigError(f"{path}: is a single .npy array, expected an .npz recording with 'actions'")
+        with data:
             if "actions" not in data.files:
-                raise ConfigError(f"{path}: no array 'actions' (found {', '.join(data.files)})")
+                raise ConfigError(f"{path}: no array 'actions' (found {', '.join(data.files) or 'none'})")
             rows = data["actions"]
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"{path}: not a readable .npz recording ({exc})") from None
-    return _check_rows(torch.from_numpy(np.ascontiguousarray(rows)), path, "'actions'", action_dim)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+        raise ConfigError(f"{path}: not a readable .npz recording ({' '.join(str(exc).split())})") from None
+    if rows.dtype.kind not in "biuf":
+        raise ConfigError(f"{path}: 'actions' has dtype {rows.dtype}, expected numbers (float32 rows)")
+    return _check_rows(torch.from_numpy(np.ascontiguousarray(rows, dtype=np.float32)), path, "'actions'", action_dim)
 
 
 def read_action_rows(path: str | Path, action_dim: int | None = len(ACTION_KEYS)) -> tuple[torch.Tensor, bool]:

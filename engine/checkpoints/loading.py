@@ -1,11 +1,14 @@
 """Reading weight files safely and loading them strictly: every key and shape must match the network.
 
 `.safetensors` files are read with safetensors; `.pt/.pth/.ckpt/.bin` pickles only with
-`torch.load(weights_only=True)`, which never runs code from the file.
+`torch.load(weights_only=True)`, which never runs code from the file. Besides keys and shapes, the weights of
+a floating-point tensor must be floating point, finite and within +-MAX_WEIGHT (`value_problem`): a file of
+NaNs, infinities, 1e30s or integers loads without complaint into PyTorch and plays all-black frames.
 """
 
 from __future__ import annotations
 
+import math
 import pickle
 import re
 import zipfile
@@ -25,6 +28,8 @@ SAFETENSORS_SUFFIXES = (".safetensors",)
 PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin")
 NESTED_STATE_KEYS = ("state_dict",)
 LIST_LIMIT = 8
+MAX_WEIGHT = 1e6
+"""Trained networks keep their weights and buffers within ~1e3 in magnitude; one beyond this is a corrupt file."""
 
 Shape = tuple[int, ...]
 
@@ -52,7 +57,7 @@ def load_pickle(path: Path, mmap: bool = True) -> object:
             f"({_refusal_reason(exc)}): in the program that wrote it, re-save only the tensors "
             f"(torch.save(model.state_dict(), 'weights.pt')), then run "
             f"`python -m engine.checkpoints convert weights.pt`") from None
-    except (RuntimeError, OSError, EOFError) as exc:
+    except Exception as exc:  # a damaged file fails anywhere in torch's reader (zip, pickle, storages)
         raise CheckpointError(f"checkpoint {path} is not a readable PyTorch file: {first_line(exc)}") from None
 
 
@@ -143,24 +148,26 @@ class StateDiff:
     missing: list[tuple[str, Shape]] = field(default_factory=list)
     unexpected: list[tuple[str, Shape]] = field(default_factory=list)
     wrong_shape: list[tuple[str, Shape, Shape]] = field(default_factory=list)
+    bad_values: list[tuple[str, str]] = field(default_factory=list)  # (key, what is wrong: value_problem)
     hint: str = ""
 
     @property
     def ok(self) -> bool:
-        return not (self.missing or self.unexpected or self.wrong_shape)
+        return not (self.missing or self.unexpected or self.wrong_shape or self.bad_values)
 
     def items(self) -> list[str]:
         """One readable entry per problem, each naming its key."""
         return ([f"missing {key}: expected {_shape(shape)}" for key, shape in self.missing]
                 + [f"unexpected {key} {_shape(shape)}" for key, shape in self.unexpected]
                 + [f"wrong shape {key}: expected {_shape(want)}, found {_shape(got)}"
-                   for key, want, got in self.wrong_shape])
+                   for key, want, got in self.wrong_shape]
+                + [f"bad values {key}: {problem}" for key, problem in self.bad_values])
 
     def summary(self, limit: int = LIST_LIMIT) -> str:
         """Counts, then up to `limit` entries of each kind, on one line."""
         parts = []
         for label, entries in (("missing", self.missing), ("unexpected", self.unexpected),
-                               ("wrong shape", self.wrong_shape)):
+                               ("wrong shape", self.wrong_shape), ("bad values", self.bad_values)):
             if not entries:
                 continue
             described = [_describe(entry) for entry in entries]
@@ -229,9 +236,30 @@ def load_into(module: nn.Module, path_or_state: str | Path | Mapping[str, torch.
                           {key: tuple(value.shape) for key, value in state.items()}, groups)
     if not diff.ok:
         raise CheckpointError(f"checkpoint {source} does not fit {type(module).__name__}: {diff.summary()}")
+    for key, tensor in state.items():
+        problem = value_problem(tensor, current[key])
+        if problem:
+            raise CheckpointError(f"checkpoint {source}: {key} {problem}")
     fill_aliases(state, groups)
     on_meta = any(value.device.type == "meta" for value in current.values())
     module.load_state_dict(state, strict=False, assign=on_meta)
+
+
+def value_problem(tensor: torch.Tensor, expected: torch.Tensor) -> str | None:
+    """What is wrong with a file's `tensor` for a network tensor like `expected` (None: nothing): integer or
+    boolean data where the network has floating-point weights, NaN, infinite or implausibly large values."""
+    if not expected.is_floating_point() or tensor.numel() == 0 or tensor.device.type == "meta":
+        return None
+    if not tensor.is_floating_point():
+        return f"is {str(tensor.dtype).removeprefix('torch.')}, expected floating-point weights"
+    low, high = (float(v) for v in torch.aminmax(tensor.detach()))
+    if low >= -MAX_WEIGHT and high <= MAX_WEIGHT:
+        return None
+    if math.isnan(low) or math.isnan(high):
+        return "holds NaN values"
+    if math.isinf(low) or math.isinf(high):
+        return "holds infinite values"
+    return f"holds values up to {max(abs(low), abs(high)):.3g}, beyond +-{MAX_WEIGHT:g} (a corrupt file?)"
 
 
 def _require_file(path: Path) -> None:
@@ -239,13 +267,19 @@ def _require_file(path: Path) -> None:
         raise CheckpointError(f"checkpoint {path} does not exist")
 
 
+_REFUSED = ((re.compile(r"GLOBAL ([\w.]+)"), "it references {}"),
+            (re.compile(r"unrecognized function ([^\n]+?)(?: which belongs to|\.?$)", re.MULTILINE), "it calls {}"),
+            (re.compile(r"but got (<class '[^']+'>|[\w.]+)"), "it builds {}"))
+
+
 def _refusal_reason(exc: BaseException) -> str:
+    """The object torch refused, in our words (torch's text suggests `weights_only=False`: never quoted)."""
     text = str(exc)
-    match = re.search(r"Unsupported global: GLOBAL (\S+)", text)
-    if match:
-        return f"it references {match.group(1)}"
-    match = re.search(r"WeightsUnpickler error:\s*([^\n]+)", text)
-    return match.group(1).strip() if match else first_line(exc)
+    for pattern, reason in _REFUSED:
+        match = pattern.search(text)
+        if match:
+            return reason.format(match.group(1).strip())
+    return "it holds Python objects other than tensors"
 
 
 def _shape(shape: Sequence[int]) -> str:
@@ -253,6 +287,8 @@ def _shape(shape: Sequence[int]) -> str:
 
 
 def _describe(entry: tuple) -> str:
+    if isinstance(entry[1], str):
+        return f"{entry[0]} {entry[1]}"
     if len(entry) == 3:
         return f"{entry[0]}: expected {_shape(entry[1])}, found {_shape(entry[2])}"
     return f"{entry[0]} {_shape(entry[1])}"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,9 +28,10 @@ from engine.checkpoints.loading import (
     read_state_dict,
     strip_prefix,
     tensor_mapping,
+    value_problem,
     view_identity,
 )
-from engine.errors import CheckpointError
+from engine.errors import CheckpointError, first_line
 
 CHUNK_BYTES = 1 << 24
 
@@ -64,7 +65,7 @@ def file_shapes(path: str | Path, prefix: str | None = None) -> dict[str, Shape]
         with safe_open(path, framework="pt") as handle:
             shapes = {key: tuple(handle.get_slice(key).get_shape()) for key in handle.keys()}  # noqa: SIM118 (not iterable)
     except (SafetensorError, OSError) as exc:
-        raise CheckpointError(f"checkpoint {path} is not a readable safetensors file: {exc}") from None
+        raise CheckpointError(f"checkpoint {path} is not a readable safetensors file: {first_line(exc)}") from None
     if not prefix:
         return shapes
     return {key: tuple(shape) for key, shape in strip_prefix(shapes, prefix, path).items()}
@@ -106,8 +107,38 @@ def verify_file(module: nn.Module, path: str | Path, role: str = "", prefix: str
     report = FileReport(role=role, path=path, network=type(module).__name__, diff=check_module(module, shapes),
                         tensors=len(shapes), parameters=sum(math.prod(shape) for shape in shapes.values()))
     if report.ok:
+        report.diff.bad_values = value_problems(module, path, prefix, ignored)
+    if report.ok:
         report.sha256 = file_sha256(path)
     return report
+
+
+def value_problems(module: nn.Module, path: Path, prefix: str | None = None,
+                   ignored: tuple[str, ...] = ()) -> list[tuple[str, str]]:
+    """(key, problem) for each tensor of the file whose dtype or values cannot be the network's weights
+    (`value_problem`: integers for floats, NaN, infinities, implausible magnitudes); one tensor in memory at a time."""
+    expected = module.state_dict(keep_vars=True)
+    problems = []
+    for key, tensor in file_tensors(path, prefix):
+        if key in expected and not key.startswith(ignored):
+            problem = value_problem(tensor, expected[key])
+            if problem:
+                problems.append((key, problem))
+    return problems
+
+
+def file_tensors(path: Path, prefix: str | None = None) -> Iterator[tuple[str, torch.Tensor]]:
+    """(key without `prefix`, tensor) of a checkpoint, keys outside `prefix` skipped; safetensors one at a time."""
+    if checkpoint_format(path) == "pickle":
+        yield from strip_prefix(tensor_mapping(load_pickle(path, mmap=True), path), prefix, path).items()
+        return
+    try:
+        with safe_open(path, framework="pt") as handle:
+            for key in handle.keys():  # noqa: SIM118 (not iterable)
+                if not prefix or key.startswith(prefix):
+                    yield key[len(prefix or ""):], handle.get_tensor(key)
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(f"checkpoint {path} is not a readable safetensors file: {first_line(exc)}") from None
 
 
 def verify_files(networks: Mapping[str, nn.Module], files: Mapping[str, str | Path],

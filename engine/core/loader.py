@@ -11,12 +11,14 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from engine.backends.device import resolve_device, resolve_dtype
+from engine.backends.device import device_memory, resolve_device, resolve_dtype
 from engine.checkpoints.loading import load_into
 from engine.checkpoints.resolve import resolve_checkpoint_files
 from engine.checkpoints.verify import file_sha256
-from engine.core.config import load_world_config
-from engine.core.networks import build_networks, checkpoint_prefix
+from engine.core.cli import check_seed
+from engine.core.config import check_steps, load_world_config
+from engine.core.networks import build_networks, checkpoint_prefix, weight_bytes
+from engine.core.schema import gigabytes
 from engine.core.session import Session, SessionOptions
 from engine.core.side_by_side import SideBySide
 from engine.errors import CheckpointError, ConfigError
@@ -50,6 +52,10 @@ def load_networks(cfg: DictConfig, files: Mapping[str, Path], device: torch.devi
     """Build on the meta device, allocate without random init, then load the weights strictly
     (with the family's `load_weights(module, path, prefix)` where it defines one)."""
     networks = build_networks(cfg, "meta")
+    needed, available = weight_bytes(networks, dtype), device_memory(device)
+    if needed > available:
+        raise ConfigError(f"world '{cfg.name}': its networks need {gigabytes(needed)} for their weights, more than "
+                          f"the {gigabytes(available)} of {device}")
     load = getattr(world_module(cfg.family), "load_weights", load_into)
     for role, module in networks.items():
         module.to_empty(device=device)
@@ -65,6 +71,9 @@ def open_session(world: str | Path, *, device: str = "auto", dtype: str | None =
                  extra: dict[str, Any] | None = None) -> Session:
     """A session of any family, reset to its prompt/spawn frames, ready for `step`."""
     cfg = load_world_config(world, overrides)
+    check_seed(seed)
+    if steps is not None:
+        check_steps(cfg, steps)
     family = world_module(cfg.family)
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)

@@ -11,7 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from engine.checkpoints.verify import FileReport, verify_files
-from engine.errors import ConfigError
+from engine.errors import ConfigError, EngineError, first_line
 from engine.families import world_module
 
 
@@ -34,14 +34,27 @@ def network_kwargs(cfg: DictConfig, role: str) -> dict:
 
 def build_networks(cfg: DictConfig, device: str | torch.device = "cpu",
                    dtype: torch.dtype = torch.float32) -> dict[str, nn.Module]:
-    """Networks keyed by checkpoint role, in eval mode; on the meta device nothing is allocated."""
+    """Networks keyed by checkpoint role, in eval mode; on the meta device nothing is allocated.
+
+    What a constructor refuses (sizes that do not fit together: heads that do not divide a width, group norms,
+    list lengths) is a one-line ConfigError naming `networks.<role>`."""
     networks = {}
     for role, cls in network_classes(cfg).items():
         kwargs = network_kwargs(cfg, role)
-        with torch.device(device):
-            module = cls(**kwargs)
+        try:
+            with torch.device(device):
+                module = cls(**kwargs)
+        except (ValueError, TypeError, RuntimeError, ZeroDivisionError, AssertionError, EngineError) as exc:
+            raise ConfigError(f"world '{cfg.get('name')}': networks.{role} cannot be built with these sizes "
+                              f"({first_line(exc)})") from None
         networks[role] = module.to(dtype=dtype).eval().requires_grad_(False)
     return networks
+
+
+def weight_bytes(networks: Mapping[str, nn.Module], dtype: torch.dtype) -> int:
+    """Bytes the networks' parameters and buffers take in `dtype` (built on the meta device, nothing allocated)."""
+    return sum(tensor.numel() * (dtype.itemsize if tensor.is_floating_point() else tensor.element_size())
+               for module in networks.values() for tensor in module.state_dict(keep_vars=True).values())
 
 
 def checkpoint_prefix(world_cfg: DictConfig, role: str) -> str | None:

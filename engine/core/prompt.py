@@ -8,7 +8,9 @@ followed by the same rounding; frames that already have the target size are used
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -16,7 +18,11 @@ import torch.nn.functional as F
 
 from engine.errors import ConfigError
 
+if TYPE_CHECKING:
+    from PIL import Image
+
 VIDEO_SUFFIXES = (".mp4", ".m4v", ".mkv", ".mov", ".avi", ".webm")
+MAX_PROMPT_PIXELS = 64 * 2**20
 
 
 def _one_line(exc: BaseException) -> str:
@@ -26,14 +32,52 @@ def _one_line(exc: BaseException) -> str:
     return lines[0] if len(lines) == 1 else f"{lines[0]}: {lines[-1]}"
 
 
+def check_prompt_image(path: Path) -> None:
+    """A one-line ConfigError unless `path` is an image a world can start from (read and converted as it will be)."""
+    if not path.is_file():
+        raise ConfigError(f"prompt {path} does not exist: expected an image or a video file")
+    _read_image(path)
+
+
 def _read_image(path: Path) -> np.ndarray:
+    """(1, H, W, 3) uint8 RGB of an image of any mode and bit depth (`image_rgb`); images over MAX_PROMPT_PIXELS
+    are refused from their header, before anything is decoded."""
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as image:
-            return np.array(image.convert("RGB"))[None]
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                if image.width * image.height > MAX_PROMPT_PIXELS:
+                    raise ConfigError(f"prompt {path} is {image.width}x{image.height} pixels: expected at most "
+                                      f"{MAX_PROMPT_PIXELS:,} (a frame is resized to the world's size anyway)")
+                return image_rgb(image, path)[None]
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ConfigError(f"prompt {path} claims more pixels than any image a world can use (a decompression "
+                          f"bomb?): expected at most {MAX_PROMPT_PIXELS:,}") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as exc:
         raise ConfigError(f"prompt {path} is not a readable image ({_one_line(exc)})") from None
+
+
+def image_rgb(image: Image.Image, path: Path) -> np.ndarray:
+    """(H, W, 3) uint8 RGB of a PIL image, scaled by its bit depth: 16-bit and 32-bit integer grey levels from
+    0..65535, float images from 0..1 (refused when their values lie outside); the 8-bit modes as Pillow converts."""
+    if image.mode in ("RGB", "L", "P", "1", "RGBA", "LA", "PA", "CMYK", "YCbCr", "RGBX", "La"):
+        return np.array(image.convert("RGB"))
+    values = np.asarray(image)
+    if image.mode.startswith("I"):
+        if values.min() < 0 or values.max() > 65535:
+            raise ConfigError(f"prompt {path} is a {image.mode} image with values {values.min()}..{values.max()}: "
+                              "expected 16-bit grey levels 0..65535")
+        grey = np.round(values.astype(np.float64) * (255 / 65535))
+    elif image.mode == "F":
+        if not np.isfinite(values).all() or values.min() < 0 or values.max() > 1:
+            raise ConfigError(f"prompt {path} is a floating-point image with values outside 0..1 (or NaN): expected "
+                              "brightness in 0..1, or an 8/16-bit image")
+        grey = np.round(values.astype(np.float64) * 255)
+    else:
+        raise ConfigError(f"prompt {path} is a {image.mode} image: expected RGB, grey, palette or 16-bit grey")
+    return np.repeat(grey.astype(np.uint8)[..., None], 3, axis=-1)
 
 
 def _read_video(path: Path, n_frames: int, offset: int) -> np.ndarray:

@@ -15,7 +15,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from engine.actions.space import check_action_values
 from engine.core.session import Session, StepResult
+from engine.errors import ConfigError
 
 # Called at a tick's start: (action, time of the oldest input it carries), or None when out of actions.
 ActionSource = Callable[[], tuple[torch.Tensor, float] | None]
@@ -43,6 +45,15 @@ class Tick:
     @property
     def is_prompt(self) -> bool:
         return self.action is None
+
+
+def checked_action(action: torch.Tensor, session: Session) -> torch.Tensor:
+    """`action` if it is an (action_dim,) vector of finite values within the action spaces' range: checked where
+    actions enter (input, files, recordings), on the host, so that a tick never reads its device back."""
+    if tuple(action.shape) != (session.action_dim,):
+        raise ConfigError(f"world '{session.world}': an action has {session.action_dim} values, got shape "
+                          f"{tuple(action.shape)}")
+    return check_action_values(action, f"world '{session.world}'")
 
 
 def _host(value: torch.Tensor | None) -> np.ndarray | None:
@@ -80,7 +91,7 @@ class Runner:
     def step(self, action: torch.Tensor, input_time: float | None = None) -> Tick:
         """One tick of the world on `action`, copied to the host."""
         start = time.perf_counter() if input_time is None else input_time
-        result = self.session.step(action.detach().to("cpu", torch.float32))
+        result = self.session.step(checked_action(action.detach().to("cpu", torch.float32), self.session))
         return self.finish(result, start)
 
     def finish(self, result: StepResult, input_time: float) -> Tick:

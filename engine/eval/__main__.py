@@ -15,8 +15,10 @@ import time
 from pathlib import Path
 
 import torch
+from omegaconf import OmegaConf
 from tqdm import tqdm
 
+from engine.core.config import load_world_config
 from engine.core.loader import open_session
 from engine.errors import ConfigError, EngineError
 from engine.eval.protocol import (
@@ -90,7 +92,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         raise ConfigError(f"--horizons {args.horizons}: expected comma-separated frame counts, e.g. 1,8,32") from None
     if min(args.horizons) < 1 or args.tf_frames < 1 or args.starts < 1 or args.episodes < 0:
         raise ConfigError("--horizons, --tf-frames and --starts must be >= 1 and --episodes >= 0")
-    args.memory_key = args.world not in ORACLES
+    # worlds with a memory switch are scored with it on and off; others have one condition
+    args.memory_key = args.world not in ORACLES and OmegaConf.select(
+        load_world_config(args.world, args.set), "memory.enabled") is not None
     return args
 
 
@@ -100,7 +104,7 @@ def evaluate(args: argparse.Namespace) -> dict:
     paths = recording_paths(args.data)[: args.episodes or None]
     world = make_world(args, memory=args.memory == "on")
     memory_worlds = {}
-    if not args.no_memory_test:
+    if not args.no_memory_test and (args.memory_key or args.world in ORACLES):
         memory_worlds = {"revisit memory on": world if args.memory == "on" else make_world(args, True),
                          "revisit memory off": world if args.memory == "off" else make_world(args, False)}
         if args.world in ORACLES:

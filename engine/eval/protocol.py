@@ -22,6 +22,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
+from engine.core.runner import checked_action
 from engine.eval.baselines import shuffle_in_time
 from engine.eval.metrics import PSNR_CAP_DB, MetricAccumulator, psnr_per_frame, ssim_per_frame
 from engine.eval.revisits import find_revisits
@@ -190,7 +191,7 @@ class SessionWorld:
         self.session.start_from(frames, actions, poses)
 
     def step(self, action: torch.Tensor) -> torch.Tensor:
-        return self.session.step(action).frame.cpu()
+        return self.session.step(checked_action(action, self.session)).frame.cpu()
 
     def force(self, frame: torch.Tensor, pose: torch.Tensor) -> None:
         self.session.force(frame, pose)

@@ -14,6 +14,10 @@ whose entries are import paths, so that naming a family imports nothing heavy:
   `print_table(result)` prints it.
 - `collectors`: `python -m engine.train.collect --world NAME` -> `"module:main"`, a `main(argv) -> int` that
   records training data from a real game.
+- `schemas`: world kind -> `"module:Class"`, the dataclass (an `engine.core.world_schema.WorldSchema`) a world
+  yaml of that kind is checked against when it loads (engine.core.schema).
+- `train_schemas`: training config `family:` -> `"module:Class"`, the dataclass (an
+  `engine.train.schema.TrainSchema`) a training config of that family is checked against.
 
 Generic layers (core, app, bench, build_trt) iterate over this registry and never name a family.
 """
@@ -44,6 +48,8 @@ class Family:
     exports: Mapping[str, str] = field(default_factory=dict)
     benches: Mapping[str, str] = field(default_factory=dict)
     collectors: Mapping[str, str] = field(default_factory=dict)
+    schemas: Mapping[str, str] = field(default_factory=dict)
+    train_schemas: Mapping[str, str] = field(default_factory=dict)
 
 
 def family(name: str) -> Family:
@@ -70,6 +76,16 @@ def world_kinds() -> list[str]:
 def world_module(kind: str) -> ModuleType:
     """The sessions module of world kind `kind` (NETWORKS, open_world, ...)."""
     return resolve(_entries("worlds")[kind])
+
+
+def world_schema(kind: str) -> type:
+    """The schema dataclass world yamls of kind `kind` are checked against."""
+    return resolve(_entries("schemas")[kind])
+
+
+def train_schema(kind: str) -> type:
+    """The schema dataclass training configs of family `kind` are checked against."""
+    return resolve(_entries("train_schemas")[kind])
 
 
 def recipe_kinds() -> list[str]:

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from engine.errors import EngineError
 
@@ -23,9 +22,18 @@ class RecordingError(EngineError):
     """A recording could not be written completely (disk full, ffmpeg failure)."""
 
 
+def check_world_name(world: str) -> str:
+    """`world` if it can name a folder of recordings: one path component, no `..`, no separators."""
+    if (not world or world in (".", "..") or world.startswith(".") or any(c in world for c in "/\\\0:")
+            or not world.isprintable()):
+        raise RecordingError(f"world name {world!r} cannot name a recordings folder: use one plain file name "
+                             f"(letters, digits, '-', '_'; no '/', '\\' or leading '.')")
+    return world
+
+
 def segment_stem(root: str | Path, world: str, when: datetime | None = None) -> Path:
     """`root/<world>/<YYYYmmdd-HHMMSS>`, with `-2`, `-3`... appended if that segment already exists."""
-    base = Path(root) / world / (when or datetime.now()).strftime("%Y%m%d-%H%M%S")
+    base = Path(root) / check_world_name(world) / (when or datetime.now()).strftime("%Y%m%d-%H%M%S")
     stem, n = base, 1
     while any(with_suffix(stem, s).exists() for s in (".mp4", ".npz", ".spool")):
         n += 1
@@ -49,11 +57,18 @@ def describe(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
-def disk_full(exc: BaseException) -> bool:
-    return getattr(exc, "errno", None) == errno.ENOSPC or "No space left" in str(exc)
+def write_failure(exc: BaseException) -> str:
+    """Why a write failed, in a few words: "disk full", "file size limit reached" or the error itself."""
+    code = getattr(exc, "errno", None)
+    if code in (errno.ENOSPC, errno.EDQUOT) or "No space left" in str(exc):
+        return "disk full"
+    if code == errno.EFBIG:
+        return "file size limit reached"
+    return describe(exc)
 
 
 def to_numpy(value: Any) -> np.ndarray:
-    if isinstance(value, torch.Tensor):
+    """An array (a torch tensor is copied to the host: recordings need no torch import of their own)."""
+    if hasattr(value, "detach") and hasattr(value, "cpu"):
         return value.detach().cpu().numpy()
     return np.asarray(value)

@@ -11,6 +11,7 @@ import numpy as np
 
 from engine.errors import ConfigError
 from engine.recordings.format import RESERVED_KEYS, describe, with_suffix
+from engine.recordings.recovery import unfinished
 
 
 def read_recording(path: str | Path) -> dict[str, Any]:
@@ -21,11 +22,7 @@ def read_recording(path: str | Path) -> dict[str, Any]:
     elif path.suffix.lower() != ".npz":
         path = with_suffix(path, ".npz")
     if not path.is_file():
-        stem = path.with_suffix("")
-        if with_suffix(stem, ".spool").is_dir():
-            raise ConfigError(f"recording {path} was not finalised: rebuild it with "
-                              f"`python -m engine.recordings recover {stem}`")
-        raise ConfigError(f"recording {path} does not exist")
+        raise ConfigError(unfinished(path.with_suffix("")) or f"recording {path} does not exist")
     try:
         with np.load(path, allow_pickle=False) as data:
             out: dict[str, Any] = {name: data[name] for name in data.files}

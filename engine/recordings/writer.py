@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import queue
-import shutil
 import sys
 import threading
 import time
 from collections.abc import Iterable, Mapping
-from contextlib import suppress
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from engine.recordings.encoder import Encoder
 from engine.recordings.format import (
@@ -25,67 +21,54 @@ from engine.recordings.format import (
     POSE_DIM,
     RESERVED_KEYS,
     RecordingError,
-    describe,
-    disk_full,
-    json_default,
+    check_world_name,
     part_stem,
     segment_stem,
     to_numpy,
     with_suffix,
+    write_failure,
 )
-from engine.recordings.spool import assemble_npz, spool_chunks, write_chunk
+from engine.recordings.recovery import complete_part, recover_command, spool_in_the_way
+from engine.recordings.spool import LOG, VIDEO, Spool, remove_folder
+
+if TYPE_CHECKING:
+    import torch
 
 _CLOSE = object()
+_POLL_S = 0.1  # waits between threads re-check their condition this often (see _drain and close)
 
 
 class _Part:
-    """One mp4 + npz pair being written: encoder, spool folder, rows not yet spooled."""
+    """One mp4 + npz pair being written: its spool folder and its encoder."""
 
-    def __init__(self, stem: Path, number: int, first_frame: int, metadata: dict, frame_shape: tuple[int, ...],
+    def __init__(self, stem: Path, number: int, first_frame: int, metadata: dict, row: dict[str, np.ndarray],
                  fps: float, crf: int, preset: str) -> None:
         self.stem = stem
-        self.number = number
-        self.spool = with_suffix(stem, ".spool")
-        self.spool.mkdir(parents=True, exist_ok=True)
         self.metadata = {**metadata, "part": number, "first_frame": first_frame}
+        folder = with_suffix(stem, ".spool")
         try:
-            (self.spool / "metadata.json").write_text(json.dumps(self.metadata, default=json_default))
-            self.encoder = Encoder(with_suffix(stem, ".mp4"), frame_shape[0], frame_shape[1], fps, crf, preset)
+            self.spool = Spool.create(folder, self.metadata, row)
+        except FileExistsError:
+            raise spool_in_the_way(stem) from None
+        try:
+            height, width = row["frames"].shape[:2]
+            self.encoder = Encoder(folder / VIDEO, height, width, fps, crf, preset, folder / LOG, self.spool.lock_fd)
         except BaseException:
-            shutil.rmtree(self.spool, ignore_errors=True)
+            self.spool.close()
+            remove_folder(folder)
             raise
-        self.rows: dict[str, list[np.ndarray]] = {}
-        self.frames = 0
-        self.chunks = 0
+        self.encoder_ok = True
         self.payload_bytes = 0
 
-    def add(self, row: dict[str, np.ndarray], row_bytes: int, chunk_frames: int) -> None:
-        for name, value in row.items():
-            self.rows.setdefault(name, []).append(value)
-        self.frames += 1
-        self.payload_bytes += row_bytes
-        self.encoder.write(row["frames"])
-        if len(self.rows["frames"]) >= chunk_frames:
-            self.spool_rows()
+    def write_video(self, frame: np.ndarray) -> None:
+        try:
+            self.encoder.write(frame)
+        except OSError:
+            self.encoder_ok = False
+            raise
 
     def size(self) -> int:
-        try:
-            return self.payload_bytes + self.encoder.path.stat().st_size
-        except OSError:
-            return self.payload_bytes
-
-    def pending(self) -> dict[str, np.ndarray] | None:
-        if not self.rows:
-            return None
-        return {name: np.stack(values) for name, values in self.rows.items()}
-
-    def spool_rows(self) -> None:
-        arrays = self.pending()
-        if arrays is None:
-            return
-        write_chunk(self.spool / f"chunk_{self.chunks:06d}.npz", arrays)
-        self.chunks += 1
-        self.rows.clear()
+        return self.payload_bytes + self.spool.video_bytes()
 
 
 class SegmentWriter:
@@ -98,12 +81,15 @@ class SegmentWriter:
 
     def __init__(self, target: str | Path, world: str, fps: float, metadata: Mapping[str, Any] | None = None,
                  max_bytes: int | None = None, *, crf: int = 18, preset: str = "veryfast",
-                 chunk_frames: int = 20, queue_frames: int = 64) -> None:
+                 queue_frames: int = 64) -> None:
         target = Path(target)
+        check_world_name(world)
         if target.is_dir():
             self.stem = segment_stem(target, world)
         else:
             self.stem = target.with_suffix("") if target.suffix.lower() in (".mp4", ".npz") else target
+        if with_suffix(self.stem, ".spool").exists():
+            raise spool_in_the_way(self.stem)
         try:
             self.stem.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -118,7 +104,7 @@ class SegmentWriter:
         self.frames_appended = 0
         self.frames_kept = 0
         self._metadata = dict(metadata or {})
-        self._crf, self._preset, self._chunk_frames = crf, preset, max(1, chunk_frames)
+        self._crf, self._preset = crf, preset
         self._spec: dict[str, tuple[tuple[int, ...], np.dtype]] | None = None
         self._t0 = time.perf_counter()
         self._queue: queue.Queue = queue.Queue(maxsize=max(1, queue_frames))
@@ -127,9 +113,10 @@ class SegmentWriter:
         self._dropped = 0
         self._outcome = ""
         self._closing = False
+        self._close_queued = False
         self._reported = False
-        self._thread = threading.Thread(target=self._run, name=f"recorder {self.stem.name}", daemon=True)
-        self._thread.start()
+        self._finished = threading.Event()
+        threading.Thread(target=self._run, name=f"recorder {self.stem.name}", daemon=True).start()
         OPEN_WRITERS.add(self)
 
     @classmethod
@@ -180,6 +167,8 @@ class SegmentWriter:
 
     def _check(self, row: dict[str, np.ndarray]) -> None:
         frame = row["frames"]
+        if any(np.asarray(value).dtype.hasobject for value in row.values()):
+            raise ValueError("recorded arrays must hold numbers, not Python objects")
         if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
             raise ValueError(f"frame must be (H, W, 3) uint8, got {frame.shape} {frame.dtype}")
         if row["poses"].shape != (POSE_DIM,):
@@ -197,53 +186,70 @@ class SegmentWriter:
 
         Raises RecordingError (once) if the recording stopped early; what was written is kept.
         """
-        if not self._closing:
-            self._closing = True
+        self._closing = True
+        if not self._close_queued:  # an interrupted put (a second Ctrl+C) is retried by the next close()
             self._queue.put(_CLOSE)
-        self._thread.join()
+            self._close_queued = True
+        # Not Thread.join(): once interrupted (a second Ctrl+C), CPython 3.11 marks the thread stopped while it
+        # still runs (bpo-45274's handler), and the atexit close would then let the interpreter exit mid-write.
+        while not self._finished.wait(_POLL_S):
+            pass
         OPEN_WRITERS.discard(self)
         if self.error is not None and not self._reported:
             self._reported = True
-            dropped = f"; {self._dropped} later frames were not recorded" if self._dropped else ""
+            dropped = (f"; {self._dropped} later frame{'s were' if self._dropped > 1 else ' was'} not recorded"
+                       if self._dropped else "")
             raise RecordingError(f"{self.error}: {self._outcome}{dropped}")
         return list(self.parts)
 
     # --- background thread -------------------------------------------------------------------------
 
     def _run(self) -> None:
+        try:
+            self._drain()
+        finally:
+            self._finished.set()
+
+    def _drain(self) -> None:
         while True:
-            row = self._queue.get()
+            try:  # a timeout, because a signal interrupting the producer's put() can lose its wake-up call
+                row = self._queue.get(timeout=_POLL_S)
+            except queue.Empty:
+                continue
             if row is _CLOSE:
                 break
             if self.error is not None:
                 self._dropped += 1
                 continue
+            written = self._written
             try:
                 self._write(row)
             except Exception as exc:  # any failure ends the recording; the game goes on
                 self._fail(exc, self._part.stem if self._part else self.stem)
+                self._dropped += self._written == written
         if self._part is not None:
             self._finish_part()
         elif self.error is not None and not self._outcome:
-            self._outcome = f"{self.frames_kept} frames kept"
+            self._outcome = self._kept()
 
     def _write(self, row: dict[str, np.ndarray]) -> None:
-        row_bytes = sum(value.nbytes for value in row.values())
+        row_bytes = sum(np.asarray(value).nbytes for value in row.values())
         part = self._part
-        if part is not None and self.max_bytes is not None and part.frames and part.size() + row_bytes > self.max_bytes:
+        if (part is not None and self.max_bytes is not None and part.spool.rows
+                and part.size() + row_bytes > self.max_bytes):
             self._finish_part()
             if self.error is not None:
-                self._dropped += 1
                 return
             part = None
         if part is None:
             number = len(self.parts) + 1
-            part = self._part = _Part(
-                part_stem(self.stem, number), number, self._written, self._base_metadata(row),
-                row["frames"].shape, self.fps, self._crf, self._preset)
+            part = self._part = _Part(part_stem(self.stem, number), number, self._written, self._base_metadata(row),
+                                      row, self.fps, self._crf, self._preset)
             self.parts.append(part.stem)
+        part.spool.append(row)
+        part.payload_bytes += row_bytes
         self._written += 1
-        part.add(row, row_bytes, self._chunk_frames)
+        part.write_video(row["frames"])
 
     def _base_metadata(self, row: dict[str, np.ndarray]) -> dict:
         return {
@@ -257,27 +263,37 @@ class SegmentWriter:
     def _finish_part(self) -> None:
         """Close the mp4 and turn the spool into the npz; on failure the spool stays for recover_segment."""
         part, self._part = self._part, None
+        part.spool.release_reserve()  # room for ffmpeg's last frames and the npz's end, even on a full disk
         try:
             part.encoder.close()
         except Exception as exc:
             self._fail(exc, part.stem)
+            part.encoder_ok = False
         try:
-            self.frames_kept += assemble_npz(with_suffix(part.stem, ".npz"), spool_chunks(part.spool),
-                                              part.pending(), part.metadata)
+            kept = complete_part(part.stem, part.spool, encoder_ok=part.encoder_ok, crf=self._crf,
+                                 preset=self._preset)
         except Exception as exc:
+            part.spool.close()
             self._fail(exc, part.stem)
-            with suppress(Exception):
-                part.spool_rows()
-            self._outcome = (f"{self.frames_kept} frames kept in finished parts, the rest in {part.spool}: "
-                             f"rebuild with `python -m engine.recordings recover {part.stem}`")
+            self._outcome = (f"{self.frames_kept} frames kept in finished parts, the rest in "
+                             f"{with_suffix(part.stem, '.spool')}: rebuild it with `{recover_command(part.stem)}`")
             return
-        shutil.rmtree(part.spool, ignore_errors=True)
-        self._outcome = f"{self.frames_kept} frames kept (last: {part.stem}.mp4/.npz)"
+        if kept == 0:
+            self.parts.remove(part.stem)
+        self.frames_kept += kept
+        self._outcome = self._kept()
+
+    def _kept(self) -> str:
+        if not self.parts:
+            return f"{self.frames_kept} frames kept"
+        where = f"{self.parts[-1]}.mp4 and {self.parts[-1].name}.npz"
+        if len(self.parts) == 1:
+            return f"{self.frames_kept} frames kept in {where}"
+        return f"{self.frames_kept} frames kept in {len(self.parts)} parts, the last {where}"
 
     def _fail(self, exc: BaseException, stem: Path) -> None:
         if self.error is None:
-            cause = "disk full" if disk_full(exc) else describe(exc)
-            self.error = f"recording stopped ({cause}) while writing {stem}"
+            self.error = f"recording stopped ({write_failure(exc)}) while writing {stem}"
 
 
 OPEN_WRITERS: set[SegmentWriter] = set()

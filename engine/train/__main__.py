@@ -10,11 +10,12 @@ import argparse
 import os
 import sys
 
+from engine.core.cli import OneLineParser
 from engine.errors import EngineError
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m engine.train", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="python -m engine.train", description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True,
                         help="a config name under engine/train/configs (e.g. oasis_tiny) or a path to a .yaml file")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",

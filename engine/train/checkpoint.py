@@ -10,12 +10,14 @@ single process, DDP and FSDP, and a run may resume with another number of proces
 from __future__ import annotations
 
 import os
+import re
 import shutil
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.distributed.checkpoint.state_dict import (
@@ -26,9 +28,9 @@ from torch.distributed.checkpoint.state_dict import (
     set_optimizer_state_dict,
 )
 
-from engine.checkpoints.loading import alias_groups, fill_aliases
+from engine.checkpoints.loading import alias_groups, compare_shapes, fill_aliases, state_shapes, value_problem
 from engine.checkpoints.verify import deduplicate_shared
-from engine.errors import CheckpointError
+from engine.errors import CheckpointError, first_line
 from engine.train.distributed import DistContext, barrier, unwrap
 from engine.train.ema import EMA
 
@@ -37,6 +39,7 @@ EMA_FILE = "ema.safetensors"
 STATE_FILE = "train_state.pt"
 LATEST = "latest"
 GATHER = StateDictOptions(full_state_dict=True, cpu_offload=True)
+STEP_DIR = re.compile(r"step_\d{6,}")
 
 
 def step_dir(root: Path, step: int) -> Path:
@@ -48,7 +51,14 @@ def latest_checkpoint(root: Path) -> Path | None:
     pointer = root / LATEST
     if not pointer.is_file():
         return None
-    folder = root / pointer.read_text().strip()
+    try:
+        name = pointer.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        name = ""
+    if not STEP_DIR.fullmatch(name):
+        raise CheckpointError(f"checkpoint pointer {pointer} is damaged: expected the name of a step folder "
+                              f"(step_NNNNNN), found {name[:40]!r}")
+    folder = root / name
     if not (folder / STATE_FILE).is_file():
         raise CheckpointError(f"checkpoint pointer {pointer} names {folder}, which has no {STATE_FILE}")
     return folder
@@ -96,14 +106,64 @@ def save_checkpoint(root: Path, step: int, model: nn.Module, ema: EMA, optimizer
 
 
 def load_checkpoint(folder: Path, model: nn.Module, ema: EMA, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
-    """Restore model, EMA and optimizer from `folder` (every process reads the files); returns the train state."""
-    state = torch.load(folder / STATE_FILE, map_location="cpu", weights_only=True)
-    weights = fill_aliases(load_file(str(folder / MODEL_FILE)), alias_groups(unwrap(model)))
-    set_model_state_dict(model, weights, options=StateDictOptions(full_state_dict=True))
-    set_optimizer_state_dict(model, optimizer, state["optimizer"], options=StateDictOptions(full_state_dict=True))
-    averaged = load_file(str(folder / EMA_FILE))
-    ema.load({name: _like(averaged[name], shadow) for name, shadow in ema.parameters().items()}, state["ema"])
+    """Restore model, EMA and optimizer from `folder` (every process reads the files); returns the train state.
+    A damaged or foreign file is a one-line CheckpointError naming it."""
+    state = read_train_state(folder / STATE_FILE)
+    full = StateDictOptions(full_state_dict=True)
+    weights = fill_aliases(read_weights(folder / MODEL_FILE, unwrap(model)), alias_groups(unwrap(model)))
+    _restore(folder / MODEL_FILE, lambda: set_model_state_dict(model, weights, options=full))
+    _restore(folder / STATE_FILE, lambda: set_optimizer_state_dict(model, optimizer, state["optimizer"], options=full))
+    averaged = read_weights(folder / EMA_FILE, unwrap(model))
+    missing = [name for name in ema.parameters() if name not in averaged]
+    if missing:
+        raise CheckpointError(f"checkpoint {folder / EMA_FILE} lacks {len(missing)} averaged parameters "
+                              f"(e.g. {missing[0]}): a damaged checkpoint")
+    _restore(folder / EMA_FILE, lambda: ema.load({name: _like(averaged[name], shadow)
+                                                   for name, shadow in ema.parameters().items()}, state["ema"]))
     return state
+
+
+def read_train_state(path: Path) -> dict[str, Any]:
+    """`train_state.pt`: {step, optimizer, ema} as `save_checkpoint` writes it."""
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a truncated or foreign file fails anywhere in torch's reader
+        raise CheckpointError(f"checkpoint {path} is damaged: {first_line(exc)}") from None
+    step = state.get("step") if isinstance(state, dict) else None
+    if (isinstance(step, bool) or not isinstance(step, int) or step < 0 or not isinstance(state.get("optimizer"), dict)
+            or not isinstance(state.get("ema"), dict) or not isinstance(state["ema"].get("updates"), int)):
+        raise CheckpointError(f"checkpoint {path} is not a training state: expected step, optimizer and ema entries")
+    return state
+
+
+def read_weights(path: Path, model: nn.Module) -> dict[str, torch.Tensor]:
+    """A checkpoint's weights file: the model's keys and shapes exactly (aliases of one shared tensor stored once),
+    each tensor's values checked (`value_problem`)."""
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist: a damaged checkpoint folder")
+    try:
+        weights = load_file(str(path))
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(f"checkpoint {path} is damaged: {first_line(exc)}") from None
+    diff = compare_shapes(state_shapes(model), {key: tuple(t.shape) for key, t in weights.items()}, alias_groups(model))
+    if not diff.ok:
+        raise CheckpointError(f"checkpoint {path} does not fit this run's model: {diff.summary()}")
+    expected = model.state_dict(keep_vars=True)
+    for key, tensor in weights.items():
+        problem = value_problem(tensor, expected[key])
+        if problem:
+            raise CheckpointError(f"checkpoint {path}: {key} {problem}")
+    return weights
+
+
+def _restore(path: Path, restore: Callable[[], object]) -> None:
+    """Run `restore`; what does not fit the model (keys, shapes, optimizer groups) names `path`."""
+    try:
+        restore()
+    except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as exc:
+        raise CheckpointError(f"checkpoint {path} does not fit this run's model: {first_line(exc)}") from None
 
 
 def _like(full: torch.Tensor, shadow: torch.Tensor) -> torch.Tensor:

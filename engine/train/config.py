@@ -1,34 +1,33 @@
 """Training configs: `engine/train/configs/<name>.yaml` or a path, OmegaConf, dotlist overrides on top.
 
-Defaults below fill in what a config leaves out; paths inside a config are relative to the working
-directory (run from the project root).
+Every config is checked against its family's schema (`Family.train_schemas`, engine.train.schema) with the
+overrides on top; the defaults of `optim`, `train` and `distributed` (the schema's) fill in what a
+config leaves out. Paths inside a config are relative to the working directory (run from the project root).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from engine.errors import ConfigError
-from engine.families import recipe_kinds
+from engine.core.config import merge_overrides, override_source
+from engine.core.schema import validate
+from engine.core.yaml_file import read_yaml_mapping
+from engine.errors import ConfigError, display_path
+from engine.families import recipe_kinds, train_schema
+from engine.train.schema import Distributed, Optim, Train
 
 CONFIGS_DIR = Path(__file__).resolve().parent / "configs"
-REQUIRED_KEYS = ("family", "model", "data")
 
-DEFAULTS = {
-    "seed": 0,
-    "output_dir": "runs/${name}",
-    "init": {},
-    "optim": {"lr": 1e-4, "betas": [0.9, 0.99], "eps": 1e-8, "weight_decay": 0.01, "warmup_steps": 100,
-              "min_lr_ratio": 0.1, "grad_clip": 1.0},
-    "train": {"steps": 1000, "batch_size": 8, "device": "auto", "precision": "bf16", "ema_decay": 0.999,
-              "checkpoint_every": 500, "keep_last": 2, "cpu_autocast": False, "num_workers": 0, "resume": True, "progress": True},
-    "distributed": {"strategy": "ddp"},
-    "world": {},
-}
+
+def defaults() -> dict:
+    """What a training config leaves out."""
+    return {"seed": 0, "output_dir": "runs/${name}", "init": {}, "optim": asdict(Optim()), "train": asdict(Train()),
+            "distributed": asdict(Distributed()), "world": {}}
 
 
 def available_configs() -> list[str]:
@@ -51,19 +50,27 @@ def config_path(name_or_path: str | Path) -> Path:
 
 def load_train_config(name_or_path: str | Path, overrides: Sequence[str] = ()) -> DictConfig:
     path = config_path(name_or_path)
+    source = f"training config {display_path(path)}"
+    loaded = read_yaml_mapping(path, "training config")
+    family = loaded.get("family")
+    if family is None:
+        raise ConfigError(f"{source} lacks the required key 'family' (one of {', '.join(recipe_kinds())})")
+    if family not in recipe_kinds():
+        raise ConfigError(f"{source}: family '{family}' is not one of {', '.join(recipe_kinds())}")
+    schema = train_schema(str(family))
+    cfg = _with_defaults(loaded, path, source)
+    if overrides:
+        cfg = merge_overrides(cfg, overrides, source, "override", "train.steps=100")
+    validate(cfg, schema, override_source(source, overrides, "override"))
     try:
-        loaded = OmegaConf.load(path)
-        for entry in overrides:
-            if "=" not in entry or not entry.partition("=")[0].strip():
-                raise ConfigError(f"override '{entry}' for {path}: expected KEY=VALUE (e.g. train.steps=100)")
-        cfg = OmegaConf.merge(OmegaConf.create(DEFAULTS), {"name": path.stem}, loaded,
-                              OmegaConf.from_dotlist(list(overrides)))
         OmegaConf.resolve(cfg)
-    except (OmegaConfBaseException, ValueError, OSError) as exc:
-        raise ConfigError(f"training config {path}: {str(exc).splitlines()[0]}") from None
-    for key in REQUIRED_KEYS:
-        if OmegaConf.select(cfg, key) is None:
-            raise ConfigError(f"training config {path} lacks the required key '{key}'")
-    if cfg.family not in recipe_kinds():
-        raise ConfigError(f"training config {path}: family '{cfg.family}' is not one of {', '.join(recipe_kinds())}")
+    except OmegaConfBaseException as exc:
+        raise ConfigError(f"{source}: {str(exc).splitlines()[0]}") from None
     return cfg
+
+
+def _with_defaults(loaded: DictConfig, path: Path, source: str) -> DictConfig:
+    try:
+        return OmegaConf.merge(OmegaConf.create(defaults()), {"name": path.stem}, loaded)
+    except (OmegaConfBaseException, ValueError, TypeError) as exc:
+        raise ConfigError(f"{source}: {str(exc).splitlines()[0]}") from None

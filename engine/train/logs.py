@@ -19,10 +19,28 @@ TENSORBOARD_DIR = "tensorboard"
 
 
 def read_metrics(run_dir: Path) -> list[dict]:
+    """The logged steps, each `{"step": N, "loss": ..., ...}`; a damaged log is a one-line error naming its line."""
     path = Path(run_dir) / METRICS_FILE
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise EngineError(f"training log {path} is not readable text ({exc}): delete it to start the log "
+                          "afresh") from None
+    entries = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise EngineError(f"training log {path}:{number} is not JSON ({exc.msg}): delete the line or the "
+                              "file") from None
+        if not isinstance(entry, dict) or isinstance(entry.get("step"), bool) or not isinstance(entry.get("step"), int):
+            raise EngineError(f"training log {path}:{number} has no integer 'step': delete the line or the file")
+        entries.append(entry)
+    return entries
 
 
 class RunLog:

@@ -34,7 +34,6 @@ from engine.train.distributed import (
 from engine.train.ema import EMA
 from engine.train.logs import RunLog
 from engine.train.recipes import Recipe, build_recipe
-from engine.train.recipes.common import WORLD_FILE
 from engine.train.rng import BatchRandom
 from engine.train.schedule import warmup_cosine_factor
 
@@ -48,7 +47,7 @@ class TrainResult:
     steps: int
     losses: list[float]  # this process's view of the global mean loss, steps start_step+1 .. steps
     checkpoint: Path
-    world: Path | None
+    world: Path | None  # what the recipe's write_world returned (main process): a world yaml, or its output file
 
 
 def make_optimizer(model: nn.Module, optim: DictConfig) -> torch.optim.AdamW:
@@ -104,6 +103,7 @@ class Trainer:
                                   "train.resume=true to continue it, or choose another output_dir")
             self.start = int(load_checkpoint(self.checkpoint, self.model, self.ema, self.optimizer)["step"])
         self.log: RunLog | None = None
+        self.world: Path | None = None
         if ctx.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             OmegaConf.save(cfg, self.run_dir / "config.yaml")
@@ -134,8 +134,9 @@ class Trainer:
             self.log.close()
         if self.checkpoint is None:
             raise ConfigError(f"train.steps {self.total} leaves nothing to train")
-        world = self.run_dir / WORLD_FILE if ctx.is_main else None
-        return TrainResult(self.run_dir, self.start, self.total, losses, self.checkpoint, world)
+        if self.world is None and self.log is not None:  # resumed a finished run: nothing was saved
+            self.world = self.write_world()
+        return TrainResult(self.run_dir, self.start, self.total, losses, self.checkpoint, self.world)
 
     def step(self, step: int, batch: dict[str, torch.Tensor], positions: list[int]) -> dict[str, float]:
         """One optimizer step on this process's part of the global batch; returns the metrics averaged over
@@ -173,8 +174,12 @@ class Trainer:
         self.checkpoint = save_checkpoint(self.run_dir / CHECKPOINTS_DIR, done, self.model, self.ema, self.optimizer,
                                           self.ctx, int(self.cfg.train.keep_last))
         if self.log is not None:
-            self.recipe.write_world(self.run_dir, self.checkpoint.relative_to(self.run_dir) / EMA_FILE)
+            self.world = self.write_world()
             self.log.plot()
+
+    def write_world(self) -> Path:
+        """The recipe's play-side output for the latest checkpoint's EMA weights."""
+        return self.recipe.write_world(self.run_dir, self.checkpoint.relative_to(self.run_dir) / EMA_FILE)
 
 
 def summary_line(result: TrainResult) -> str:

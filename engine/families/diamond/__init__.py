@@ -9,4 +9,6 @@ FAMILY = Family(
              "csgo": "engine.families.diamond.exports:csgo_exports"},
     benches={"atari": "engine.families.diamond.bench:bench_atari", "csgo": "engine.families.diamond.bench:bench_csgo"},
     collectors={"atari": "engine.families.diamond.collect_atari:main"},
+    schemas={"atari": "engine.families.diamond.schema:AtariWorld", "csgo": "engine.families.diamond.schema:CsgoWorld"},
+    train_schemas={"diamond": "engine.families.diamond.schema:DiamondTraining"},
 )

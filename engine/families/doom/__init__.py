@@ -6,4 +6,6 @@ FAMILY = Family(
     worlds={"doom": "engine.families.doom.world"},
     recipes={"doom": "engine.families.doom.recipe"},
     benches={"doom": "engine.families.doom.bench:bench"},
+    schemas={"doom": "engine.families.doom.schema:DoomWorld"},
+    train_schemas={"doom": "engine.families.doom.schema:DoomTraining"},
 )

@@ -49,7 +49,8 @@ class OasisRecipe:
         self.scale = float(cfg.model.get("latent_scale", OASIS_LATENT_SCALE))
         self.vae_kwargs = OmegaConf.to_container(cfg.model.vae, resolve=True)
         self.dit_kwargs = dit_kwargs(cfg, self.vae_kwargs)
-        self.vae_file = resolve_weights(cfg, "vae", str(cfg.model.vae_weights), cfg.model.get("vae_repo"))
+        self.vae_file = resolve_weights(cfg, "vae", str(cfg.model.vae_weights), cfg.model.get("vae_repo"),
+                                        key="model.vae_weights")
         dit = OasisDiT(**self.dit_kwargs)
         load_initial_weights(cfg, {"dit": dit})
         loss = cfg.get("loss") or {}

@@ -24,6 +24,7 @@ from engine.families.oasis.diffusion_forcing import (
 )
 from engine.families.oasis.dit import OasisDiT
 from engine.families.oasis.sampler import BackendDiffusionForcing
+from engine.families.oasis.schema import OASIS_LATENT_SCALE
 from engine.families.oasis.vae import OasisVAE
 
 SAMPLERS = {"cached": CachedDiffusionForcing, "reference": ReferenceDiffusionForcing}
@@ -31,11 +32,14 @@ NETWORKS = {"dit": OasisDiT, "vae": OasisVAE}
 
 
 def sampler_settings(cfg: DictConfig, steps: int | None = None) -> DiffusionForcingSettings:
-    s = cfg.sampler
+    """The world's `sampler:` over DiffusionForcingSettings' defaults; the window defaults to the DiT's."""
+    s, defaults = cfg.sampler, DiffusionForcingSettings()
     return DiffusionForcingSettings(
-        ddim_steps=int(steps or s.ddim_steps), stabilization_level=int(s.stabilization_level),
-        noise_abs_max=float(s.noise_abs_max), max_noise_level=int(s.max_noise_level),
-        max_frames=int(s.get("max_frames", cfg.networks.dit.get("max_frames", 32))))
+        ddim_steps=int(steps or s.get("ddim_steps", defaults.ddim_steps)),
+        stabilization_level=int(s.get("stabilization_level", defaults.stabilization_level)),
+        noise_abs_max=float(s.get("noise_abs_max", defaults.noise_abs_max)),
+        max_noise_level=int(s.get("max_noise_level", defaults.max_noise_level)),
+        max_frames=int(s.get("max_frames") or cfg.networks.dit.get("max_frames", defaults.max_frames)))
 
 
 class OasisSession(SessionBase):
@@ -51,7 +55,7 @@ class OasisSession(SessionBase):
                          frame_size=vae.image_size, steps=self.settings.ddim_steps, seed=seed, sampler=sampler,
                          checkpoint_files=checkpoint_files, backend=backend)
         self.dit, self.vae = dit, vae
-        self.latent_scale = float(cfg.latent_scale)
+        self.latent_scale = float(cfg.get("latent_scale", OASIS_LATENT_SCALE))
         self.noise = noise or SeededNoise(seed, self.device)
         # The cached sampler runs its DiT calls through the backend (see engine/backends/); eager keeps the
         # plain CachedDiffusionForcing, and the reference sampler is always the plain algorithm.

@@ -5,4 +5,5 @@ from engine.families import Family
 FAMILY = Family(
     worlds={"doom-game": "engine.families.vizdoom.world"},
     collectors={"doom-game": "engine.families.vizdoom.collect:main"},
+    schemas={"doom-game": "engine.families.vizdoom.schema:DoomGameWorld"},
 )

@@ -7,4 +7,6 @@ FAMILY = Family(
     recipes={"worldmar": "engine.families.worldmar.recipe"},
     exports={"worldmar": "engine.families.worldmar.exports:world_exports"},
     benches={"minecraft-mar": "engine.families.worldmar.bench:bench"},
+    schemas={"worldmar": "engine.families.worldmar.schema:WorldMARWorld"},
+    train_schemas={"worldmar": "engine.families.worldmar.schema:WorldMARTraining"},
 )

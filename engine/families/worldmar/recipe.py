@@ -4,8 +4,9 @@ its previous frame and memory frames retrieved by view overlap (engine.train.dat
 Actions reach the model in the encoding the minecraft-mar world feeds it (`engine.families.worldmar.world.
 dataset_action`), so what is trained is what plays; `data.reference_compat` episodes already carry it.
 `model.vae_weights: null` gives a frozen VAE with seeded random weights, written next to the checkpoint
-(toy runs only: real runs encode with the Oasis VAE, ideally through a latent cache). `init.worldmar`
-also reads the reference trainer's Lightning checkpoints (their `vae.*` entries are dropped).
+(tests only: worldmar_tiny reads the VAE `worldmar_vae_tiny` trains, real runs encode with the Oasis VAE,
+ideally through a latent cache). `init.worldmar` also reads the reference trainer's Lightning checkpoints
+(their `vae.*` entries are dropped).
 """
 
 from __future__ import annotations
@@ -49,7 +50,8 @@ class WorldMarRecipe:
         self.episodes = find_episodes(list(data.paths), reference_compat=self.reference_actions)
         cache = LatentCache(Path(str(data.cache))) if data.get("cache") else None
         entry = cfg.model.get("vae_weights")
-        self.vae_file = None if entry is None else resolve_weights(cfg, "vae", str(entry), cfg.model.get("vae_repo"))
+        self.vae_file = None if entry is None else resolve_weights(cfg, "vae", str(entry), cfg.model.get("vae_repo"),
+                                                                   key="model.vae_weights")
         self.vae = None
         if cache is None:
             self.vae = random_vae(self.vae_kwargs, int(cfg.seed))

@@ -14,6 +14,7 @@ from engine.train.data.episode import ArrayFrames, Episode, FrameSource, to_mode
 from engine.train.data.recordings import load_recording_episode
 from engine.train.data.sampling import (
     DiamondSegments,
+    EpisodeFrames,
     EpisodeItems,
     OasisClips,
     WorldMarItems,
@@ -26,10 +27,10 @@ from engine.train.data.vpt import VideoFrames, load_vpt_episode, read_vpt_jsonl,
 _LATENT_CACHE_NAMES = ("LatentCache", "LatentCacheWriter", "build_latent_cache", "vae_description")
 
 __all__ = [
-    "ArrayFrames", "DiamondSegments", "Episode", "EpisodeItems", "FrameSource", "LatentCache", "LatentCacheWriter",
-    "OasisClips", "VideoFrames", "WorldMarItems", "build_latent_cache", "find_episodes", "load_recording_episode",
-    "load_vpt_episode", "memory_shifts", "open_episode", "prev_shifts", "read_vpt_jsonl", "to_model_frames",
-    "vae_description", "vpt_action_matrix", "vpt_poses",
+    "ArrayFrames", "DiamondSegments", "Episode", "EpisodeFrames", "EpisodeItems", "FrameSource", "LatentCache",
+    "LatentCacheWriter", "OasisClips", "VideoFrames", "WorldMarItems", "build_latent_cache", "find_episodes",
+    "load_recording_episode", "load_vpt_episode", "memory_shifts", "open_episode", "prev_shifts", "read_vpt_jsonl",
+    "to_model_frames", "vae_description", "vpt_action_matrix", "vpt_poses",
 ]
 
 

@@ -1,5 +1,6 @@
 """Training items per family, cut from episodes: torch Datasets whose items are dicts of fixed-shape tensors.
 
+* `EpisodeFrames`: single frames, for training a VAE.
 * `OasisClips`: windows of consecutive frames with a noise level per frame (Diffusion Forcing, Chen et
   al. 2024: every frame of the window is noised independently).
 * `DiamondSegments`: DIAMOND's segments (eloialonso/diamond `src/data/segment.py`, `batch_sampler.py`):
@@ -94,6 +95,28 @@ class EpisodeItems(Dataset):
 
     def pixels(self, episode: Episode, indices: Sequence[int]) -> torch.Tensor:
         return to_model_frames(episode.require_frames().read(indices), self.frame_size)
+
+
+class EpisodeFrames(EpisodeItems):
+    """Every `stride`-th frame of every episode, in pixels: what a VAE trains on.
+
+    Item: `frames` (3, H, W) float32 in [-1, 1]; `frame_index` () and `episode` () int64.
+    """
+
+    def __init__(self, episodes: Sequence[Episode], *, stride: int = 1, frame_size: tuple[int, int] | None = None,
+                 seed: int = 0) -> None:
+        if stride < 1:
+            raise ConfigError(f"EpisodeFrames needs stride >= 1, got {stride}")
+        self.stride = int(stride)
+        counts = [-(-ep.num_frames // stride) for ep in episodes]
+        super().__init__(episodes, counts, None, "mean", frame_size, seed)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        number, item = self.locate(index)
+        frame = item * self.stride
+        return {"frames": self.pixels(self.episodes[number], [frame])[0],
+                "frame_index": torch.tensor(frame, dtype=torch.int64),
+                "episode": torch.tensor(number, dtype=torch.int64)}
 
 
 class OasisClips(EpisodeItems):

@@ -31,7 +31,8 @@ class Recipe(Protocol):
 
     def write_world(self, run_dir: Path, weights: Path) -> Path:
         """Write the play-side world yaml (and its prompt) into `run_dir` for the weights file `weights`
-        (a path relative to run_dir); returns the yaml's path."""
+        (a path relative to run_dir); returns the yaml's path. A recipe with nothing to play writes what it
+        makes instead and returns that file's path (oasis_vae: `vae.safetensors`)."""
         ...
 
 

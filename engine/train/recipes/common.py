@@ -14,17 +14,31 @@ from PIL import Image
 from torch import nn
 
 from engine.checkpoints.loading import load_into, read_state_dict
-from engine.checkpoints.resolve import resolve_checkpoint_files
+from engine.checkpoints.resolve import is_user_path, resolve_checkpoint_files
+from engine.errors import ConfigError, display_path
+from engine.train.config import available_configs
 
 WORLD_FILE = "world.yaml"
 
 
-def resolve_weights(cfg: DictConfig, role: str, entry: str, repo: str | None = None) -> Path:
+def resolve_weights(cfg: DictConfig, role: str, entry: str, repo: str | None = None, key: str | None = None) -> Path:
     """A weights file named like a world yaml's `checkpoints.files` entry (a path relative to the working
-    directory, or a file of hub repo `repo`), found or downloaded the way the player does."""
+    directory, or a file of hub repo `repo`), found or downloaded the way the player does. With `key` (the
+    config key that names it) a missing path is an error naming that key."""
+    if key is not None and is_user_path(entry) and not Path(entry).expanduser().is_file():
+        path = Path(entry).expanduser()
+        raise ConfigError(f"{key}: {display_path(path)} does not exist{run_hint(path)}")
     lookup = OmegaConf.create({"name": str(cfg.name), "source_dir": str(Path.cwd()),
                                "checkpoints": {"repo": repo, "files": {role: entry}}})
     return resolve_checkpoint_files(lookup)[role].resolve()
+
+
+def run_hint(path: Path) -> str:
+    """For a file of a training run's folder (`runs/<config>/...`): the command that writes it; else ''."""
+    parts = path.parts
+    if len(parts) >= 3 and parts[-3] == "runs" and parts[-2] in available_configs():
+        return f" (train it first: python -m engine.train --config {parts[-2]})"
+    return ""
 
 
 def load_initial_weights(cfg: DictConfig, networks: Mapping[str, nn.Module],
