@@ -56,6 +56,24 @@ def read_json(path: Path) -> dict:
     return json.loads(path.read_text())
 
 
+def fixture_json(relative: str) -> dict:
+    """A fixture json read at collection time (to parametrize over its cases); {} when the fixture folder lacks
+    it, so that the tests needing it fail through `fixtures_dir` rather than the whole collection."""
+    path = fixture_root() / relative
+    return read_json(path) if path.is_file() else {}
+
+
+def euler_case(cases: dict) -> str:
+    """The name of the first DIAMOND sampler case of a fixture json that is plain Euler (order 1, no churn)."""
+    return next(name for name, case in cases.items()
+                if case["sampler_config"]["order"] == 1 and not case["sampler_config"]["s_churn"])
+
+
+def churn_case(cases: dict) -> str:
+    """The name of the first DIAMOND sampler case with churn (extra random draws), else the last case."""
+    return next((name for name, case in cases.items() if case["sampler_config"]["s_churn"]), list(cases)[-1])
+
+
 def load_sampler_dit(oasis_dir: Path, spec: dict):
     """The fixture DiT that `sampler.json` (spec) names, with its weights, in eval mode."""
     from safetensors.torch import load_file

@@ -80,8 +80,10 @@ def test_split_and_reset_segments_each_replay_exactly(session, tmp_path):
         return script[position - 1], time.perf_counter()
 
     loop = InferenceLoop(session, scripted)
+    height, width = session.frame_size
+    part_bytes = 8 * height * width * 3  # parts of about 8 frames, whatever the fixture VAE's frame size
     recorder = Recorder(tmp_path, session.world, session.fps, metadata=session.metadata,
-                        history=loop.actions_since_reset, max_bytes=60_000, report=lambda message: None)
+                        history=loop.actions_since_reset, max_bytes=part_bytes, report=lambda message: None)
     loop.listeners.append(recorder)
     loop.start()
     wait_until(lambda: loop.finished)

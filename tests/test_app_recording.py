@@ -13,6 +13,7 @@ from pathlib import Path
 import imageio_ffmpeg
 import numpy as np
 import pytest
+import yaml
 
 import launcher
 from app.player import open_player
@@ -40,13 +41,15 @@ def mp4_frames(path: Path) -> list[np.ndarray]:
     return [np.frombuffer(data, np.uint8).reshape(height, width, 3) for data in reader]
 
 
-def check_segment(npz: Path) -> dict:
-    """Schema of DESIGN.md, mp4 beside it with the same frames (PSNR > 35 dB); returns the recording."""
+def check_segment(npz: Path, world: Path) -> dict:
+    """Schema of DESIGN.md, frames of the world's size, mp4 beside it with the same frames (PSNR > 35 dB);
+    returns the recording."""
+    vae = yaml.safe_load(world.read_text())["networks"]["vae"]
     with np.load(npz, allow_pickle=False) as raw:
         assert {"frames", "actions", "poses", "timestamps", "metadata"} <= set(raw.files)
     recording = read_recording(npz)
     frames, count = recording["frames"], len(recording["frames"])
-    assert count > 0 and frames.dtype == np.uint8 and frames.shape[1:] == (40, 60, 3)
+    assert count > 0 and frames.dtype == np.uint8 and frames.shape[1:] == (vae["input_height"], vae["input_width"], 3)
     assert recording["actions"].shape == (count, len(ACTION_KEYS)) and recording["actions"].dtype == np.float32
     assert recording["poses"].shape == (count, 5) and np.isnan(recording["poses"]).all(), "Oasis has no pose"
     timestamps = recording["timestamps"]
@@ -90,10 +93,10 @@ def comma_recording(display, world, tmp_path_factory):
     return segments, log.ticks
 
 
-def test_comma_records_a_segment_of_the_played_ticks(comma_recording):
+def test_comma_records_a_segment_of_the_played_ticks(comma_recording, world):
     segments, ticks = comma_recording
     assert len(segments) == 1
-    recording = check_segment(segments[0])
+    recording = check_segment(segments[0], world)
     frames = recording["frames"]
     first = next(i for i, tick in enumerate(ticks) if np.array_equal(tick.frame, frames[0]))
     played = ticks[first:first + len(frames)]
@@ -168,7 +171,7 @@ def test_sigterm_mid_segment_finalises_the_recording(display, world, tmp_path):
     assert "recorded" in out, out
     segments = sorted(spool.glob("*.npz"))
     assert len(segments) == 1 and not any(spool.glob("*.spool")), "finalised: npz written, spool removed"
-    recording = check_segment(segments[0])
+    recording = check_segment(segments[0], world)
     assert len(recording["frames"]) > 20
     assert json.loads(json.dumps(recording["metadata"]["actions_before_segment"])) == [], "recorded from launch"
 

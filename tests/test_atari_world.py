@@ -46,7 +46,7 @@ from engine.families.diamond.atari import (
 )
 from engine.families.diamond.edm import EdmSamplerConfig, sample_reference
 from engine.recordings import read_recording
-from tests.conftest import PROJECT_ROOT, read_json
+from tests.conftest import PROJECT_ROOT, euler_case, read_json
 from tests.hub_server import FakeHub
 from tests.test_app_loop import wait_until
 from tests.test_app_support import TickLog
@@ -98,7 +98,8 @@ def write_tiny_world(folder: Path, diamond_dir: Path) -> Path:
 def tiny(tiny_world, diamond_dir) -> dict:
     """The tiny world's config (sampler: the fixture's Euler case) and its networks, loaded as a session loads them."""
     cfg = load_world_config(tiny_world)
-    cfg.sampler = read_json(diamond_dir / "atari_sampler_io.json")["cases"]["euler"]["sampler_config"]
+    cases = read_json(diamond_dir / "atari_sampler_io.json")["cases"]
+    cfg.sampler = cases[euler_case(cases)]["sampler_config"]
     files = {role: Path(cfg.checkpoints.files[role]) for role in ROLES}
     return {"cfg": cfg, "networks": load_networks(cfg, files, torch.device("cpu"), torch.float32)}
 
@@ -191,8 +192,17 @@ def test_full_size_checkpoint_loads_strictly_into_all_three_roles(full_size_file
     assert len(lines) == 3 and all(line.startswith(f"ok: {path} (") for line in lines)
 
 
-def test_mismatched_checkpoint_is_a_one_line_error(full_size_files, capsys):
-    """Alien's checkpoint (18 actions) in the Breakout world (4): the error names the keys and both shapes."""
+def test_mismatched_checkpoint_is_a_one_line_error(full_size_files, diamond_dir, capsys):
+    """Alien's checkpoint (18 actions) in the Breakout world (4): the error names the keys and both shapes
+    (the manifest's, with the num_actions rows of each game)."""
+    manifest = read_json(diamond_dir / "manifest_atari_agent.json")
+    counts = {game: len(minimal_action_names(game)) for game in ("Breakout", "Alien")}
+
+    def shapes(key: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """(expected in the Breakout world, found in Alien's file)"""
+        rest = tuple(manifest["keys"][key]["shape"][1:])
+        return (counts["Breakout"], *rest), (counts["Alien"], *rest)
+
     path = full_size_files["Alien"]
     cfg = load_world_config("atari")
     with pytest.raises(CheckpointError) as info:
@@ -200,16 +210,18 @@ def test_mismatched_checkpoint_is_a_one_line_error(full_size_files, capsys):
     message = str(info.value)
     assert "\n" not in message
     assert f"checkpoint {path} does not fit Denoiser" in message
-    assert "inner_model.act_emb.0.weight: expected (4, 64), found (18, 64)" in message
+    assert "inner_model.act_emb.0.weight: expected {}, found {}".format(
+        *shapes("denoiser.inner_model.act_emb.0.weight")) in message
 
     code, out = verify(capsys, "atari", path, "--game", "Breakout")
     assert code == 1
     assert f"{path} does not fit Denoiser (role denoiser): 1 problem" in out
-    assert "  wrong shape actor_linear.weight: expected (4, 512), found (18, 512)" in out
-    assert "  wrong shape act_emb.weight: expected (4, 128), found (18, 128)" in out
+    assert "  wrong shape actor_linear.weight: expected {}, found {}".format(
+        *shapes("actor_critic.actor_linear.weight")) in out
+    assert "  wrong shape act_emb.weight: expected {}, found {}".format(*shapes("rew_end_model.act_emb.weight")) in out
     networks = load_networks(load_world_config("atari", ["game=Alien"]), dict.fromkeys(ROLES, path),
                              torch.device("cpu"), torch.float32)
-    assert networks["actor_critic"].actor_linear.out_features == 18
+    assert networks["actor_critic"].actor_linear.out_features == counts["Alien"]
     code, out = verify(capsys, "atari", path)  # DIAMOND's file name atari_100k/models/Alien.pt says the game
     assert code == 0 and out.splitlines()[0].startswith("world 'atari' with game=Alien (from the file name"), out
     assert out.count(f"ok: {path} (") == 3
@@ -222,16 +234,18 @@ def test_tick_equals_the_fixture_sampler_step(tiny, diamond_dir):
     """Spawn = the fixture's conditioning frames/actions (batch element 0); one tick with the fixture's last
     action and its recorded initial noise gives the fixture's Euler sample, with both samplers."""
     io = load_file(diamond_dir / "atari_sampler_io.safetensors")
-    case = read_json(diamond_dir / "atari_sampler_io.json")["cases"]["euler"]
+    cases = read_json(diamond_dir / "atari_sampler_io.json")["cases"]
+    name = euler_case(cases)
+    case = cases[name]
     assert EdmSamplerConfig.from_dict(tiny["cfg"].sampler) == EdmSamplerConfig.from_dict(case["sampler_config"])
     frames, actions = io["prev_obs"][0], io["prev_act"][0]
-    draws = io["euler.rand_00"][:1][None]
+    draws = torch.stack([io[f"{name}.rand_{i:02d}"][:1] for i in range(len(case["random_draws"]))])
     for sampler in ("cached", "reference"):
         session = session_on(tiny, frames, actions, sampler=sampler, noise=ReplayNoise(draws))
         frame = session.step(one_hot(int(actions[-1]), session.action_dim)).frame
         newest = session.newest_frame()
-        assert_quantized_close(newest, io["euler.output"][:1])
-        assert (frame.int() - to_uint8(io["euler.output"][0]).int()).abs().max() <= 1
+        assert_quantized_close(newest, io[f"{name}.output"][:1])
+        assert (frame.int() - to_uint8(io[f"{name}.output"][0]).int()).abs().max() <= 1
         window, acts = session.window()
         assert torch.equal(window[0, :-1], frames[1:]) and torch.equal(acts[0, :-2], actions[1:-1])
 
@@ -253,7 +267,9 @@ def test_burn_in_equals_the_fixture(tiny, diamond_dir):
 def test_ticks_equal_the_reference_world_model_env(tiny, diamond_dir, agent):
     """Several ticks of the session (ring buffer, fast sampler) against `WorldModelEnv.step` as the reference
     writes it (rolled buffers, plain sampler), with the same seeded draws; in agent mode the actor-critic picks
-    every action from the newest frame, whatever the input."""
+    every action from the newest frame, whatever the input. The play loop's frame is the reference's within one
+    8-bit level (README); the reference then goes on from the session's frame, so that a one-level flip of one
+    tick does not feed the next, and the sampled rewards, ends, states and actions are compared exactly."""
     io = load_file(diamond_dir / "atari_sampler_io.safetensors")
     frames, actions, seed = io["prev_obs"][1], io["prev_act"][1], 11
     nets = tiny["networks"]
@@ -274,6 +290,10 @@ def test_ticks_equal_the_reference_world_model_env(tiny, diamond_dir, agent):
                 chosen = policy_action(logits, policy_rng)
             act_buf[:, -1] = chosen
             next_obs, _ = sample_reference(nets["denoiser"].denoise, obs_buf, act_buf, cfg, noise)
+            frame = session.step(one_hot(int(inputs[tick]), num_actions)).frame
+            assert (frame.int() - to_uint8(next_obs[0]).int()).abs().max() <= 1, tick
+            next_obs = session.newest_frame().clone()
+            assert torch.equal(frame, to_uint8(next_obs[0]))
             logits_rew, logits_end, state = nets["rew_end_model"].predict_rew_end(
                 obs_buf[:, -1:], act_buf[:, -1:], next_obs[:, None], state)
             reward = policy_action(logits_rew[:, -1], outcome_rng) - 1
@@ -282,8 +302,6 @@ def test_ticks_equal_the_reference_world_model_env(tiny, diamond_dir, agent):
             obs_buf, act_buf = obs_buf.roll(-1, dims=1), act_buf.roll(-1, dims=1)
             obs_buf[:, -1] = next_obs
 
-            frame = session.step(one_hot(int(inputs[tick]), num_actions)).frame
-            assert torch.equal(frame, to_uint8(next_obs[0]))
             assert torch.equal(session.window()[0], obs_buf)
             assert torch.equal(session.last_action, one_hot(int(chosen), num_actions))
             assert (int(session.reward), int(session.end), int(session.episode_return)) == (int(reward), int(end), returns)

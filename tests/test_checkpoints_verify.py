@@ -173,17 +173,23 @@ def test_verify_reports_weights_that_are_not_usable(cli, fixture_world, oasis_di
 
 
 def test_verify_atari_takes_the_game_from_the_file_name(cli, diamond_dir, tmp_path):
-    """DIAMOND names its checkpoints atari_100k/models/<Game>.pt: the game's action count sizes the networks."""
+    """DIAMOND names its checkpoints atari_100k/models/<Game>.pt: the game's action count sizes the networks.
+    The file is named after a game with the fixture agent's number of actions, the world plays one with another."""
+    from engine.actions.atari import GAME_ACTIONS
     from tests.test_atari_world import tiny_world_config
 
-    world = tiny_world_config(diamond_dir, weights="atari_100k/models/${game}.pt") | {"game": "Breakout"}
+    actions = read_json(diamond_dir / "atari_agent.json")["num_actions"]
+    fitting = [game for game, names in GAME_ACTIONS.items() if len(names) == actions]
+    other = next(game for game, names in GAME_ACTIONS.items() if len(names) != actions)
+    world = tiny_world_config(diamond_dir, weights="atari_100k/models/${game}.pt") | {"game": other}
     path = tmp_path / "tiny_atari.yaml"
     path.write_text(yaml.safe_dump(world, sort_keys=False))
-    checkpoint = tmp_path / "Pong.pt"  # the fixture agent has Pong's 6 actions; Breakout has 4
+    checkpoint = tmp_path / f"{fitting[-1]}.pt"
     torch.save(load_file(diamond_dir / "atari_agent.safetensors"), checkpoint)
     named = cli("verify", path, checkpoint)
-    assert named.returncode == 0 and "game=Pong" in named.stdout and named.stdout.count("ok: ") == 3, named.stdout
-    chosen = cli("verify", path, checkpoint, "--game", "DemonAttack")
+    assert named.returncode == 0 and f"game={fitting[-1]}" in named.stdout and named.stdout.count("ok: ") == 3, \
+        named.stdout
+    chosen = cli("verify", path, checkpoint, "--game", fitting[0])  # the same action count, named by --game
     assert chosen.returncode == 0 and "game=" not in chosen.stdout, chosen.stdout
-    wrong = cli("verify", path, checkpoint, "--game", "Breakout")
+    wrong = cli("verify", path, checkpoint, "--game", other)
     assert wrong.returncode == 1 and "wrong shape" in wrong.stdout

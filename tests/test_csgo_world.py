@@ -4,6 +4,7 @@ reference world-model steps, the sampler presets, spawn points, the keymap, and 
 from __future__ import annotations
 
 import io as bytes_io
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -28,7 +29,7 @@ from engine.families.diamond.csgo_spawn import SPAWN_FILES, resolve_spawn_root
 from engine.families.diamond.denoiser import Denoiser, DenoiserConfig
 from engine.families.diamond.play import PlayDenoiser
 from engine.recordings import read_recording
-from tests.conftest import read_json
+from tests.conftest import fixture_json, read_json
 from tests.hub_server import FakeHub
 from tests.test_checkpoints_download import hub_env
 from tests.test_diamond_models import assert_quantized_close
@@ -36,6 +37,8 @@ from tests.test_diamond_sampler import ListNoise
 
 ROLES = ("denoiser", "upsampler")
 BLOCK = 1 << 20
+# the world-model cases of this fixture set (the tiny world's presets; parametrize reads them at collection)
+CASES = list(fixture_json("diamond/csgo_world_model_env.json").get("cases", {}))
 
 
 def world_config(agent: dict, presets: dict, checkpoint: str, spawn: str, frame_size: list[int]) -> dict:
@@ -140,22 +143,27 @@ def test_full_size_checkpoint_loads_strictly(full_size_checkpoint: Path):
     assert torch.equal(fourier, state["denoiser.inner_model.noise_cond_emb.weight"])  # loaded, not re-drawn
 
 
-def test_verify_accepts_the_full_size_checkpoint(full_size_checkpoint: Path, capsys):
+def test_verify_accepts_the_full_size_checkpoint(full_size_checkpoint: Path, diamond_dir: Path, capsys):
     """`python -m engine.checkpoints verify csgo ...` on the official file (one role: each hashes all 1.5 GB)."""
+    manifest = read_json(diamond_dir / "manifest_csgo_agent.json")
+    tensors = sum(key.startswith("upsampler.") for key in manifest["keys"])
+    elements = manifest["num_state_dict_elements"]["upsampler"]
     assert checkpoints_main(["verify", "csgo", f"upsampler={full_size_checkpoint}"]) == 0
     out = capsys.readouterr().out
-    assert out.startswith(f"ok: {full_size_checkpoint} (270 tensors, 51,151,235 parameters, sha256 ")
+    assert out.startswith(f"ok: {full_size_checkpoint} ({tensors} tensors, {elements:,} parameters, sha256 ")
 
 
 def test_mismatched_checkpoint_is_a_one_line_error(tmp_path: Path, diamond_dir: Path):
-    """A checkpoint of a 50-action model: the only key that depends on num_actions is named."""
+    """A checkpoint of a model with one action fewer: the only key that depends on num_actions is named."""
     manifest = read_json(diamond_dir / "manifest_csgo_agent.json")
     key = manifest["keys_depending_on_num_actions"][0]
     shapes = manifest_shapes(manifest, "denoiser")
+    expected = shapes[key.removeprefix("denoiser.")]
+    found = (expected[0] - 1, *expected[1:])
     zero = torch.zeros(1)
     state = {f"denoiser.{k}": zero.expand(shape) for k, shape in shapes.items()}  # one stored element
-    state[key] = zero.expand(50, shapes[key.removeprefix("denoiser.")][1])
-    path = tmp_path / "csgo-50-actions.pt"
+    state[key] = zero.expand(found)
+    path = tmp_path / f"csgo-{found[0]}-actions.pt"
     torch.save(state, path)
     networks = build_networks(load_world_config("csgo"), "meta")
     from engine.checkpoints.loading import load_into
@@ -164,7 +172,7 @@ def test_mismatched_checkpoint_is_a_one_line_error(tmp_path: Path, diamond_dir: 
         load_into(networks["denoiser"], path, prefix="denoiser.")
     message = str(error.value)
     assert "\n" not in message and str(path) in message
-    assert f"{key.removeprefix('denoiser.')}: expected (51, 512), found (50, 512)" in message
+    assert f"{key.removeprefix('denoiser.')}: expected {expected}, found {found}" in message
 
 
 # The tick against the reference world-model steps
@@ -183,7 +191,7 @@ def fixture_buffers(io: dict, case: str, k: int) -> tuple[torch.Tensor, torch.Te
 
 
 @pytest.mark.parametrize("sampler", ["cached", "reference"])
-@pytest.mark.parametrize("case", ["fast", "multistep"])
+@pytest.mark.parametrize("case", CASES)
 def test_session_tick_equals_the_reference_steps(tiny_world: Path, fixture: dict, case: str, sampler: str):
     """Each step starts from the reference's buffers (a one-level flip in one step must not feed the next)."""
     io, spec = fixture["io"], fixture["env"]["cases"][case]
@@ -204,20 +212,23 @@ def test_session_tick_equals_the_reference_steps(tiny_world: Path, fixture: dict
 
 
 def test_session_frames_follow_the_reference_display(tiny_world: Path, fixture: dict):
-    """`step` returns the upsampled frame as uint8 (H, W, 3), truncated as the reference shows it."""
-    io, spec = fixture["io"], fixture["env"]["cases"]["fast"]
+    """`step` returns the upsampled frame as uint8 (H, W, 3), truncated as the reference shows it (the world's
+    default preset: the fixture's first case)."""
+    case = next(iter(fixture["env"]["cases"]))
+    io, spec = fixture["io"], fixture["env"]["cases"][case]
+    num_actions = fixture["agent"]["num_actions"]
     session = open_session(tiny_world, device="cpu")
-    session.noise = ListNoise([io[f"fast.rand_{i:02d}"] for i in range(len(spec["random_draws"]))])
-    assert session.frame_size == tuple(fixture["agent"]["full_res_size"]) and session.action_dim == 51
+    session.noise = ListNoise([io[f"{case}.rand_{i:02d}"] for i in range(len(spec["random_draws"]))])
+    assert session.frame_size == tuple(fixture["agent"]["full_res_size"]) and session.action_dim == num_actions
     prompt = session.prompt_frames()
     assert torch.equal(prompt, io["spawn.full_res"].permute(0, 2, 3, 1))
-    frame = session.step(io["fast.step_acts"][0].float()).frame
-    expected = to_uint8(io["fast.step0.next_obs_full"][0])
+    frame = session.step(io[f"{case}.step_acts"][0].float()).frame
+    expected = to_uint8(io[f"{case}.step0.next_obs_full"][0])
     assert frame.shape == (*session.frame_size, 3) and frame.dtype == torch.uint8
     assert (frame.int() - expected.int()).abs().max() <= 2
     assert session.frame_index == prompt.shape[0] + 1
     with pytest.raises(ConfigError, match="multi-hot 0/1"):
-        session.step(torch.full((51,), 0.5))
+        session.step(torch.full((num_actions,), 0.5))
 
 
 def test_cached_and_reference_sessions_agree_over_ticks(tiny_world: Path):
@@ -277,14 +288,17 @@ def test_presets_are_diamonds(fixture: dict):
         preset_settings(load_world_config("csgo", ["sampler.preset=best"]))
 
 
-def test_presets_change_the_denoiser_calls_per_tick(tiny_world: Path):
-    calls = {}
-    for preset in ("fast", "multistep"):
+def test_presets_change_the_denoiser_calls_per_tick(tiny_world: Path, fixture: dict):
+    """Each preset (a fixture case) makes as many denoiser calls per tick as the reference's first step did."""
+    calls, expected = {}, {}
+    for preset, spec in fixture["env"]["cases"].items():
         session = open_session(tiny_world, device="cpu", overrides=[f"sampler.preset={preset}"])
         tick = session.tick
         calls[preset] = (len(tick.next_denoiser.conditioners), len(tick.up_denoiser.conditioners))
         session.step(encode_csgo_action([]))
-    assert calls == {"fast": (1, 1), "multistep": (3, 3)}
+        expected[preset] = tuple(sum(c["step"] == 0 and c["sampler"] == which for c in spec["denoise_calls"])
+                                 for which in ("next_obs", "upsampling"))
+    assert calls == expected
 
 
 # Spawn points and actions
@@ -367,8 +381,11 @@ def test_spawn_point_with_missing_or_wrong_files(tiny_world: Path, fixture: dict
     with pytest.raises(ConfigError, match=r"lacks next_act\.npy"):
         open_session(tiny_world, device="cpu", prompt=point)
     write_spawn_point(point, fixture["io"])
-    np.save(point / "low_res.npy", fixture["io"]["spawn.low_res"][:3].numpy())
-    with pytest.raises(ConfigError, match=r"low_res\.npy has shape \(3, 3, 8, 14\), expected \(4, 3, 8, 14\)"):
+    low_res = fixture["io"]["spawn.low_res"]
+    short = low_res[: len(low_res) - 1]
+    np.save(point / "low_res.npy", short.numpy())
+    shapes = (re.escape(str(tuple(short.shape))), re.escape(str(tuple(low_res.shape))))
+    with pytest.raises(ConfigError, match=r"low_res\.npy has shape {}, expected {}".format(*shapes)):
         open_session(tiny_world, device="cpu", prompt=point)
     with pytest.raises(ConfigError, match="holds no spawn points"):
         open_session(tiny_world, device="cpu", prompt=tmp_path / "nothing")
@@ -415,7 +432,7 @@ def test_player_turns_keys_and_mouse_into_csgo_actions(display, tiny_world: Path
 # Headless
 
 
-def test_headless_run_writes_mp4_and_npz(tiny_world: Path, tmp_path: Path):
+def test_headless_run_writes_mp4_and_npz(tiny_world: Path, fixture: dict, tmp_path: Path):
     keymap = Keymap.load("csgo")
     frames = 7
     inputs = [({"w"}, 0, 0), ({"w", "a"}, -30, 0), ({"d"}, 5, 20)] * 3
@@ -430,7 +447,8 @@ def test_headless_run_writes_mp4_and_npz(tiny_world: Path, tmp_path: Path):
     assert recording["frames"].shape == (frames, height, width, 3)
     np.testing.assert_array_equal(recording["actions"], actions.numpy())
     meta = recording["metadata"]
-    assert meta["world"] == "tiny-csgo" and meta["family"] == "csgo" and meta["preset"] == "fast"
+    preset = next(iter(fixture["env"]["cases"]))  # the tiny world's default preset
+    assert meta["world"] == "tiny-csgo" and meta["family"] == "csgo" and meta["preset"] == preset
     assert meta["spawn"] == "point-0" and set(meta["checkpoint_sha256"]) == set(ROLES)
     assert out.stat().st_size > 0
     session = open_session(tiny_world, device="cpu", seed=2)

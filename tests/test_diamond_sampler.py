@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 from engine.core.noise import ReplayNoise, SeededNoise
 from engine.families.diamond.denoiser import Denoiser, DenoiserConfig
 from engine.families.diamond.edm import EdmSampler, EdmSamplerConfig, build_sigmas, sample_reference
-from tests.conftest import read_json
+from tests.conftest import churn_case, fixture_json, read_json
 from tests.test_diamond_models import assert_quantized_close
 
 EXACT = {"atol": 1e-5, "rtol": 0.0}
@@ -96,7 +96,9 @@ def assert_same_run(plain, fast) -> None:
         assert torch.equal(a, b)
 
 
-CASES = ["euler", "heun", "heun_churn"]
+# the case names of this fixture set (parametrize reads them at collection)
+CASES = list(fixture_json("diamond/atari_sampler_io.json").get("cases", {}))
+CSGO_CASES = list(fixture_json("diamond/csgo_world_model_env.json").get("cases", {}))
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -141,7 +143,8 @@ def test_atari_sampler_end_to_end(atari_sampler: dict, case: str) -> None:
 
 def test_fast_equals_plain_with_seeded_noise(atari_sampler: dict) -> None:
     io = atari_sampler["io"]
-    cfg = EdmSamplerConfig.from_dict(atari_sampler["cases"]["heun_churn"]["sampler_config"])
+    cases = atari_sampler["cases"]
+    cfg = EdmSamplerConfig.from_dict(cases[churn_case(cases)]["sampler_config"])
     denoise = atari_sampler["denoiser"].denoise
     plain = sample_reference(denoise, io["prev_obs"], io["prev_act"], cfg, SeededNoise(7))
     fast = EdmSampler(denoise, cfg, io["prev_obs"].shape[0]).sample(io["prev_obs"], io["prev_act"],
@@ -159,7 +162,7 @@ def test_config_from_dict_reads_official_values() -> None:
 
 
 @pytest.mark.parametrize("fast", [False, True], ids=["plain", "fast"])
-@pytest.mark.parametrize("case", ["fast", "multistep"])
+@pytest.mark.parametrize("case", CSGO_CASES)
 def test_csgo_world_model_steps(csgo_env: dict, case: str, fast: bool) -> None:
     """The csgo play loop: next-frame sampler with s_cond, bicubic upsampling, upsampling sampler with churn.
 

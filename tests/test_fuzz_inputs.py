@@ -605,7 +605,7 @@ def env(tmp_path_factory, oasis_dir: Path) -> Env:
         from engine.train.trainer import train
         from tests.train_support import oasis_overrides, panorama_data
 
-        data = panorama_data(root / "data", episodes=1, frames=12)
+        data = panorama_data(root / "data", oasis_dir, episodes=1, frames=12)
         run = root / "trained"
         overrides = [entry for entry in oasis_overrides(data, run, oasis_dir, steps=1, every=1)
                      if not entry.startswith("output_dir=")] + ["train.batch_size=2"]

@@ -26,7 +26,7 @@ from engine.memory.integrator import PoseIntegrator
 from engine.memory.reference_retrieval import reference_retrieve
 from engine.memory.retrieval import generate_points_in_sphere
 from engine.recordings import read_recording
-from tests.conftest import PROJECT_ROOT
+from tests.conftest import PROJECT_ROOT, read_json
 from tests.tiny_mar_world import make_tiny_mar_world
 
 FRAMES = 10
@@ -43,6 +43,28 @@ def vpt_action(*keys: str, pitch_bin: int = 40, yaw_bin: int = 40) -> dict:
 @pytest.fixture(scope="module")
 def tiny_world(tmp_path_factory, fixtures_dir) -> Path:
     return make_tiny_mar_world(tmp_path_factory.mktemp("tiny_mar"), fixtures_dir)
+
+
+def frame_shape(world: Path) -> tuple[int, int, int]:
+    """(H, W, 3) of the world's frames: its VAE's input size."""
+    vae = load_world_config(world).networks.vae
+    return int(vae.input_height), int(vae.input_width), 3
+
+
+def context_slots(world: Path) -> int:
+    """Previous plus memory frames a tick conditions on (the model's num_frames - 1)."""
+    memory = load_world_config(world).memory
+    return int(memory.num_prev_frames) + int(memory.num_mem_frames)
+
+
+def reference_context(poses: torch.Tensor, t: int, points: torch.Tensor, memory) -> list[int]:
+    """Frame numbers WorldMAR's per-pose reference retrieves for target frame t out of frames 0..t-1 (poses[n]
+    is frame n's), laid out as the dataloader lays out the candidates (previous frame first, then oldest to
+    newest); returned newest first."""
+    candidates = torch.tensor([t - 1, *range(t - 1)])
+    picked = reference_retrieve(poses[t], poses[candidates], points, min(int(memory.num_prev_frames), t),
+                                float(memory.min_overlap), int(memory.num_prev_frames) + int(memory.num_mem_frames))
+    return candidates[picked[: len(candidates)]].sort(descending=True).values.tolist()
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +93,7 @@ def headless_run(tiny_world, action_file, tmp_path_factory) -> Path:
 def test_headless_run_writes_mp4_and_npz_with_poses_and_retrievals(headless_run, tiny_world, action_file):
     recording = read_recording(headless_run.with_suffix(".npz"))
     frames = recording["frames"]
-    assert frames.shape == (FRAMES, 360, 640, 3) and frames.dtype == np.uint8
+    assert frames.shape == (FRAMES, *frame_shape(tiny_world)) and frames.dtype == np.uint8
     assert iio.imread(headless_run).shape == frames.shape
     expected_actions = load_action_stream(action_file, FRAMES).numpy()
     np.testing.assert_array_equal(recording["actions"], expected_actions)
@@ -91,38 +113,43 @@ def test_headless_run_writes_mp4_and_npz_with_poses_and_retrievals(headless_run,
     # Retrievals: what WorldMAR's per-pose reference picks from all earlier frames (the bank holds them
     # all here), laid out as the dataloader does: previous frame first, then oldest to newest.
     retrieved = recording["retrieved_frames"]
-    assert retrieved.shape == (FRAMES, 3) and retrieved.dtype == np.int64
+    slots = context_slots(tiny_world)
+    assert retrieved.shape == (FRAMES, slots) and retrieved.dtype == np.int64
     assert (retrieved[0] == -1).all()
     mem = cfg.memory
     points = generate_points_in_sphere(mem.points, mem.point_radius, generator=torch.Generator().manual_seed(SEED))
     poses = torch.from_numpy(recording["poses"])
     for t in range(1, FRAMES):
-        candidates = torch.tensor([t - 1, *range(t - 1)])
-        picked = reference_retrieve(poses[t], poses[candidates], points, min(mem.num_prev_frames, t),
-                                    mem.min_overlap, mem.num_prev_frames + mem.num_mem_frames)
-        chosen = candidates[picked[: len(candidates)]].sort(descending=True).values.tolist()
-        assert retrieved[t].tolist() == chosen + [-1] * (3 - len(chosen)), t
+        chosen = reference_context(poses, t, points, mem)
+        assert retrieved[t].tolist() == chosen + [-1] * (slots - len(chosen)), t
     assert retrieved[FRAMES - 1, 0] == FRAMES - 2
     assert (retrieved[-1] >= 0).all()
 
 
 def test_session_tick_stages_hud_and_bank(tiny_world):
+    cfg, shape, slots = load_world_config(tiny_world), frame_shape(tiny_world), context_slots(tiny_world)
     session = open_session(str(tiny_world), device="cpu", seed=1, allow_download=False)
     assert session.frame_index == 1 and torch.equal(session.pose, torch.tensor([5.0, 64.0, -3.0, 10.0, 30.0]))
-    assert session.tick_extras()["retrieved_frames"].tolist() == [-1, -1, -1]
+    assert session.tick_extras()["retrieved_frames"].tolist() == [-1] * slots
     prompt = session.prompt_frames()
-    assert prompt.shape == (1, 360, 640, 3) and prompt.dtype == torch.uint8
+    assert prompt.shape == (1, *shape) and prompt.dtype == torch.uint8
     walk = torch.zeros(25)
     walk[ACTION_KEYS.index("forward")] = 1
     walk[ACTION_KEYS.index("cameraY")] = float(camera_value(60))  # 10° right per tick
     for tick in range(3):
         frame = session.step(walk).frame
-        assert frame.shape == (360, 640, 3) and frame.dtype == torch.uint8
+        assert frame.shape == shape and frame.dtype == torch.uint8
         assert set(session.timer.milliseconds()) == {"pose", "memory", "sample", "decode", "store"}
         assert session.tick_extras()["retrieved_frames"][0] == tick  # the previous frame, always
     assert session.frame_index == 4 and len(session.bank) == 4
     assert float(session.pose[4]) == pytest.approx(60.0)
-    assert session.hud_items() == ["memory 4/32 frames", "recalled 2, 1, 0"]
+    stored = session.bank.frame_index[: len(session.bank)].tolist()
+    poses = session.bank.poses[[stored.index(n) for n in range(len(stored))]]  # by frame number
+    recalled = reference_context(poses, 3, session.points, cfg.memory)  # what the last tick (frame 3) conditioned on
+    assert recalled[0] == 2
+    assert session.tick_extras()["retrieved_frames"].tolist() == recalled + [-1] * (slots - len(recalled))
+    assert session.hud_items() == [f"memory 4/{cfg.memory.capacity} frames",
+                                   "recalled " + ", ".join(map(str, recalled))]
     assert torch.equal(session.bank.poses[3], session.pose)
     session.reset()
     assert session.frame_index == 1 and len(session.bank) == 1
@@ -189,19 +216,25 @@ def test_missing_weights_say_there_are_none_public():
                            "weights exist yet") and "--config" in line
 
 
-def test_vae_must_match_worldmar_latents(tiny_world, tmp_path, oasis_dir):
+def test_vae_must_match_worldmar_latents(tiny_world, tmp_path, oasis_dir, fixtures_dir):
     from omegaconf import OmegaConf
 
-    from tests.conftest import read_json
-
     cfg = OmegaConf.load(tiny_world)
+    vae = read_json(oasis_dir / "vae.json")["kwargs"]
     cfg.checkpoints.files.vae = str(oasis_dir / "vae.safetensors")
-    cfg.networks.vae = read_json(oasis_dir / "vae.json")["kwargs"]
+    cfg.networks.vae = vae
     cfg.prompt.file = str(Path(tiny_world).parent / "prompt.png")
     path = tmp_path / "mismatch.yaml"
     OmegaConf.save(cfg, path)
-    with pytest.raises(ConfigError, match=r"the VAE \(networks.vae\) gives a 4x6 grid of 16-channel latents, "
-                                          r"WorldMAR \(networks.worldmar\) expects 18x32x16"):
+    grid = (vae["input_height"] // vae["patch_size"], vae["input_width"] // vae["patch_size"], vae["latent_dim"])
+    mar = read_json(fixtures_dir / "worldmar" / "model_small.json")
+    patch = mar["constructor_kwargs"]["patch_size"]
+    expected = (mar["derived"]["seq_h"] * patch, mar["derived"]["seq_w"] * patch,
+                mar["constructor_kwargs"]["vae_embed_dim"])
+    assert grid != expected, "the fixture VAE fits WorldMAR: nothing to refuse"
+    with pytest.raises(ConfigError, match=rf"the VAE \(networks.vae\) gives a {grid[0]}x{grid[1]} grid of "
+                                          rf"{grid[2]}-channel latents, WorldMAR \(networks.worldmar\) expects "
+                                          rf"{expected[0]}x{expected[1]}x{expected[2]}"):
         open_session(str(path), device="cpu", allow_download=False)
 
 
@@ -209,11 +242,21 @@ def test_vae_must_match_worldmar_latents(tiny_world, tmp_path, oasis_dir):
     ("memory.capcity=8", "memory.capcity is unknown"),
     ("memory.retrieval_backend=cuda", "memory.retrieval_backend must be one of auto, torch, triton"),
     ("memory.keep_recent=40", "0 <= keep_recent < capacity"),
-    ("memory.num_mem_frames=3", r"num_frames is 4, but memory.num_prev_frames \+ memory.num_mem_frames \+ 1 is 5"),
 ])
 def test_bad_memory_settings_are_one_line_errors(tiny_world, setting, message):
     with pytest.raises(ConfigError, match=message):
         open_session(str(tiny_world), device="cpu", allow_download=False, overrides=[setting])
+
+
+def test_memory_frames_must_fill_the_models_frames(tiny_world):
+    """One memory frame more than the model's num_frames holds is refused, with both counts."""
+    cfg = load_world_config(tiny_world)
+    frames, more = int(cfg.networks.worldmar.num_frames), int(cfg.memory.num_mem_frames) + 1
+    message = (rf"num_frames is {frames}, but memory.num_prev_frames \+ memory.num_mem_frames \+ 1 is "
+               rf"{int(cfg.memory.num_prev_frames) + more + 1}")
+    with pytest.raises(ConfigError, match=message):
+        open_session(str(tiny_world), device="cpu", allow_download=False,
+                     overrides=[f"memory.num_mem_frames={more}"])
 
 
 def test_verify_accepts_a_reference_trainer_checkpoint_and_names_a_broken_one(tiny_world, fixtures_dir, tmp_path):

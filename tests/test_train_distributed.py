@@ -20,7 +20,7 @@ STEPS = 8
 @pytest.fixture(scope="module")
 def single_process(tmp_path_factory, oasis_dir) -> tuple[Path, TrainResult]:
     folder = tmp_path_factory.mktemp("single")
-    data = panorama_data(folder / "data")
+    data = panorama_data(folder / "data", oasis_dir)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

@@ -18,7 +18,7 @@ from tests.train_support import assert_plays_ema_weights, oasis_overrides, panor
 
 def test_oasis_tiny_loss_falls_and_checkpoint_plays(tmp_path, oasis_dir):
     steps = 120
-    data = panorama_data(tmp_path / "data")
+    data = panorama_data(tmp_path / "data", oasis_dir)
     overrides = oasis_overrides(data, tmp_path / "run", oasis_dir, steps, every=60)
     result = train(load_train_config("oasis_tiny", overrides))
 
@@ -56,7 +56,7 @@ def test_unknown_config_is_one_line_error(capsys):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU: bf16 autocast and nccl run only there")
 def test_oasis_tiny_trains_under_bf16_autocast_on_cuda(tmp_path, oasis_dir):
-    data = panorama_data(tmp_path / "data", frames=30)
+    data = panorama_data(tmp_path / "data", oasis_dir, frames=30)
     cfg = load_train_config("oasis_tiny", [*oasis_overrides(data, tmp_path / "run", oasis_dir, steps=6, every=6),
                                            "train.device=cuda", "train.precision=bf16"])
     with autocast_context(cfg, torch.device("cuda")):

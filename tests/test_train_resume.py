@@ -46,7 +46,7 @@ def kill_after_checkpoint(overrides: list[str], run: Path, step: int, timeout: f
 
 
 def test_kill_and_resume_matches_uninterrupted_run(tmp_path, oasis_dir):
-    data = panorama_data(tmp_path / "data")
+    data = panorama_data(tmp_path / "data", oasis_dir)
     killed_run, straight_run = tmp_path / "killed", tmp_path / "straight"
     killed = oasis_overrides(data, killed_run, oasis_dir, STEPS, EVERY)
     reached = kill_after_checkpoint(killed, killed_run, KILL_AFTER)

@@ -1,7 +1,8 @@
 """A small playable WorldMAR world for tests: the fixture-size WorldMAR (model_small, reference random
-weights) and an Oasis VAE of the fixture VAE's widths but WorldMAR's latent geometry (360x640 frames,
-patch 20 -> 18x32x16 latents), with seeded random weights. The fixture VAE itself (40x60, 4x6 grid)
-cannot feed this model: WorldMAR hard-codes the 18x32 latent grid."""
+weights) and an Oasis VAE of the fixture VAE's widths but WorldMAR's latent geometry (model_small's
+img_height x img_width frames, patched to its vae_seq_h x vae_seq_w x vae_embed_dim latents: 360x640, patch 20,
+18x32x16 in the public set), with seeded random weights. The fixture VAE itself (oasis/vae.json) cannot feed
+this model: WorldMAR hard-codes its latent grid."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from tests.conftest import read_json
 
 def worldmar_vae_kwargs(oasis_dir: Path, model_kwargs: dict) -> dict:
     """The fixture VAE's widths and depths at the frame size and patch that give WorldMAR's latent grid."""
-    patch = 20
+    patch = model_kwargs["img_height"] // model_kwargs["vae_seq_h"]
     return read_json(oasis_dir / "vae.json")["kwargs"] | {
         "latent_dim": model_kwargs["vae_embed_dim"], "patch_size": patch,
         "input_height": model_kwargs["vae_seq_h"] * patch, "input_width": model_kwargs["vae_seq_w"] * patch}

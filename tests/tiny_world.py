@@ -14,6 +14,11 @@ from engine.families.oasis.dit import OasisDiT
 from tests.conftest import read_json
 
 
+def dit_patch_size(rows: int, cols: int) -> int:
+    """The DiT patch for a latent grid: 2 (Oasis') where it divides the grid, else 1."""
+    return 2 if rows % 2 == 0 and cols % 2 == 0 else 1
+
+
 def make_tiny_oasis_world(folder: Path, oasis_dir: Path, max_frames: int = 4, ddim_steps: int = 3) -> Path:
     """Write weights, a prompt image and a world yaml into `folder`; returns the yaml path."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -21,7 +26,7 @@ def make_tiny_oasis_world(folder: Path, oasis_dir: Path, max_frames: int = 4, dd
     dit_kwargs = read_json(oasis_dir / "dit.json")["kwargs"]
     patch = vae_kwargs["patch_size"]
     rows, cols = vae_kwargs["input_height"] // patch, vae_kwargs["input_width"] // patch
-    dit_patch = 2 if rows % 2 == 0 and cols % 2 == 0 else 1
+    dit_patch = dit_patch_size(rows, cols)
     dit_kwargs |= {"in_channels": vae_kwargs["latent_dim"], "input_h": rows, "input_w": cols,
                    "patch_size": dit_patch, "max_frames": max_frames}
     torch.manual_seed(1234)

@@ -9,21 +9,27 @@ from pathlib import Path
 
 from engine.train.panorama import write_panorama_dataset
 from tests.conftest import PROJECT_ROOT, read_json
+from tests.tiny_world import dit_patch_size
 
 
-def panorama_data(folder: Path, episodes: int = 2, frames: int = 60) -> Path:
-    """Panorama recordings (npz + mp4) in `folder`, at the fixture VAE's frame size."""
-    write_panorama_dataset(folder, episodes=episodes, frames=frames, size=(40, 60), seed=0)
+def panorama_data(folder: Path, oasis_dir: Path, episodes: int = 2, frames: int = 60) -> Path:
+    """Panorama recordings (npz + mp4) in `folder`, at the fixture VAE's frame size (vae.json)."""
+    vae = read_json(oasis_dir / "vae.json")["kwargs"]
+    write_panorama_dataset(folder, episodes=episodes, frames=frames, size=(vae["input_height"], vae["input_width"]),
+                           seed=0)
     return folder
 
 
 def oasis_overrides(data: Path, run_dir: Path, oasis_dir: Path, steps: int, every: int) -> list[str]:
-    """oasis_tiny pointed at `data` and `run_dir`, its VAE taken from the fixture folder (sizes from vae.json)."""
+    """oasis_tiny pointed at `data` and `run_dir`, its VAE taken from the fixture folder (sizes from vae.json), its
+    DiT's patch one that divides that VAE's latent grid (oasis_tiny's 2 needs an even grid)."""
     vae = read_json(oasis_dir / "vae.json")["kwargs"]
+    rows, cols = vae["input_height"] // vae["patch_size"], vae["input_width"] // vae["patch_size"]
     return [f"data.paths=[{data}]", f"output_dir={run_dir}", f"train.steps={steps}",
             f"train.checkpoint_every={every}", "train.progress=false",
             f"model.vae_weights={oasis_dir / 'vae.safetensors'}",
-            *(f"model.vae.{key}={value}" for key, value in vae.items())]
+            *(f"model.vae.{key}={value}" for key, value in vae.items()),
+            f"model.dit.patch_size={dit_patch_size(rows, cols)}"]
 
 
 def single_thread_env() -> dict[str, str]:
