@@ -68,10 +68,12 @@ class ReplaySource:
         self.identical = 0
         self.compared = 0
         self.first_mismatch: tuple[int, int] | None = None
+        self.episode_ended_at: int | None = None
+        self._automatic_reset_due = False
 
     def next_action(self) -> tuple[torch.Tensor, float] | None:
         with self._lock:
-            if self._next >= len(self._schedule):
+            if self._next >= len(self._schedule) or self.episode_ended_at is not None:
                 return None
             self._next += 1
             return self._schedule[self._next - 1], time.perf_counter()
@@ -81,6 +83,8 @@ class ReplaySource:
         with self._lock:
             index = self._seen - len(self.plan.before)
             self._seen += 1
+            if tick.episode_over:  # the world restarts on its own: where the recorded segment ended too
+                self.episode_ended_at, self._automatic_reset_due = index, True
             if index < 0:
                 return
             self.compared += 1
@@ -92,9 +96,13 @@ class ReplaySource:
                 self.first_mismatch = (index, int(diff))
 
     def on_reset(self) -> None:
+        """A reset asked for restarts the replay; the one that follows an episode's end finishes it."""
         with self._lock:
+            if self._automatic_reset_due:
+                self._automatic_reset_due = False
+                return
             self._next = self._seen = self.identical = self.compared = 0
-            self.first_mismatch = None
+            self.first_mismatch = self.episode_ended_at = None
 
     @property
     def total(self) -> int:
@@ -104,12 +112,14 @@ class ReplaySource:
         index = self._seen - len(self.plan.before)
         if index < 0:
             return f"catching up {self._seen}/{len(self.plan.before)}"
-        return f"replay {index}/{self.total}"
+        ended = "" if self.episode_ended_at is None else ", episode over"
+        return f"replay {index}/{self.total}{ended}"
 
     def summary(self) -> str:
         name = self.plan.path.name
         if self.compared == self.identical:
-            return f"replay of {name}: {self.identical}/{self.total} frames identical to the recording"
+            cut = "" if self.compared >= self.total else f" (the world ended its episode after frame {self.compared})"
+            return f"replay of {name}: {self.identical}/{self.total} frames identical to the recording{cut}"
         index, diff = self.first_mismatch
         return (f"replay of {name}: {self.identical}/{self.compared} frames identical; first difference at "
                 f"frame {index} (max |difference| {diff}); same seed, device and dtype as the recording?")

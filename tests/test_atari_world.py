@@ -27,6 +27,8 @@ from safetensors.torch import load_file
 
 import launcher
 from app.inference import InferenceLoop
+from app.recorder import Recorder
+from app.replay import ReplaySource, load_replay
 from engine.actions.atari import GAME_ACTIONS, env_id, minimal_action_names, one_hot
 from engine.actions.keymap import Keymap
 from engine.actions.vpt import ACTION_KEYS, CAMERA_KEYS
@@ -395,19 +397,20 @@ def test_headless_run_from_a_real_ale_spawn(tiny_world, tmp_path):
     real = AtariPreprocessing(gym.make(env_id(cfg.game), full_action_space=False, frameskip=1,
                                        repeat_action_probability=0.0),
                               noop_max=30, frame_skip=4, screen_size=size, grayscale_obs=False)
-    context = [real.reset(seed=seed)[0]] + [real.step(0)[0] for _ in range(3)]
+    steps = int(cfg.networks.denoiser.inner_model.num_steps_conditioning)
+    context = [real.reset(seed=seed)[0]] + [real.step(0)[0] for _ in range(steps - 1)]
     real.close()
-    np.testing.assert_array_equal(recording["frames"][:4], np.stack(context))
+    np.testing.assert_array_equal(recording["frames"][:steps], np.stack(context))
 
     session = open_session(tiny_world, device="cpu", seed=seed, overrides=["spawn.policy=noop"])
-    expected, episodes, episode = [], [0] * 4, 0
-    for j in range(4, frames):  # a predicted end restarts the episode, as in the player
+    expected, episodes, episode = [], [0] * steps, 0
+    for j in range(steps, frames):  # a predicted end restarts the episode, as in the player
         expected.append(session.step(torch.from_numpy(rows[j])).frame.numpy())
         episodes.append(episode)
         if session.episode_over():
             session.reset()
             episode += 1
-    np.testing.assert_array_equal(recording["frames"][4:], np.stack(expected))
+    np.testing.assert_array_equal(recording["frames"][steps:], np.stack(expected))
     np.testing.assert_array_equal(recording["episode"], episodes)
 
 
@@ -509,3 +512,35 @@ def test_world_sizes_are_checked_against_the_checkpoints_configs(hub_world, diam
                                "has 0.7")
     for path in (world.parent / "atari_100k").rglob("*.yaml"):
         path.unlink()
+
+
+def test_a_segment_cut_by_the_end_of_its_episode_replays_once_and_finishes(tmp_path, diamond_dir: Path):
+    """A world that ends its episodes after 3 ticks records a 3-frame segment; its replay ends with the
+    episode (the automatic reset after it does not start the replay over), and a reset asked for replays again."""
+    world = write_tiny_world(tmp_path, diamond_dir)
+    episodic = open_session(str(world), device="cpu", overrides=["episode.horizon=3", "episode.reset_on_end=false"])
+    script = iter(torch.zeros((3, episodic.action_dim)))
+    loop = InferenceLoop(episodic, lambda: next(((a, time.perf_counter()) for a in script), None))
+    recorder = Recorder(tmp_path / "rec", episodic.world, episodic.fps, metadata=episodic.metadata,
+                        history=loop.actions_since_reset, report=lambda message: None)
+    recorder.start()
+    loop.listeners.append(recorder)
+    loop.start()
+    wait_until(lambda: loop.finished)
+    loop.stop()
+    recorder.close()
+    segment = min((tmp_path / "rec" / episodic.world).glob("*.npz"), key=lambda p: len(p.name))  # then "-2"
+    assert len(read_recording(segment)["frames"]) == 3
+    replay = ReplaySource(load_replay(segment))
+    log = TickLog()
+    episodic.reset()
+    loop = InferenceLoop(episodic, replay.next_action, listeners=[replay, log]).start()
+    try:
+        wait_until(lambda: loop.finished)
+        assert log.resets == 1 and len(log.ticks) == 3, "the episode's own reset, then no more ticks"
+        assert replay.position() == "replay 3/3, episode over" and replay.identical == 3, replay.summary()
+        loop.request_reset()
+        wait_until(lambda: log.resets == 3 and loop.finished)  # the reset asked for, then the episode's again
+        assert len(log.ticks) == 6 and replay.identical == 3
+    finally:
+        loop.stop()

@@ -90,5 +90,5 @@ def test_recordings_feed_the_training_dataset(recordings):
     assert item["target"].min() >= -1 and item["target"].max() <= 1
     episode, t = items.locate(len(items) - 1)
     recalled = items.memory_indices(episode, t)
-    assert len(recalled) >= 1 and (recalled <= t - 5).all(), "memory frames are older than the context"
+    assert len(recalled) >= 1 and (recalled <= t - items.recall.min_age).all(), "memory frames are min_age old"
     assert json.dumps({"ok": True})

@@ -140,7 +140,8 @@ def _list_field(default: Any, kind: str, low: float | None, high: float | None, 
 
 
 def gigabytes(nbytes: float) -> str:
-    return f"{nbytes / 2**30:.1f} GiB"
+    """A size in GiB, or MiB below one GiB (so that small sizes do not all read "0.0 GiB")."""
+    return f"{nbytes / 2**30:.1f} GiB" if nbytes >= 2**30 else f"{nbytes / 2**20:.1f} MiB"
 
 
 def schema_keys(schema: type) -> list[str]:

@@ -2,7 +2,7 @@
 
 Item for target frame t of an episode: the `context` frames before it (t-n .. t-1, the first frame repeated
 before the start) with the actions that led into t-n+1 .. t (zeros before the start), and `memory` frames
-recalled as the session recalls them in play: among the frames older than the context (every `stride`-th,
+recalled as the session recalls them in play: among the frames at least `recall.min_age` ticks old (every `stride`-th,
 the newest `max_candidates`), the ones whose view overlaps frame t's the most (WorldMAR's FOV-overlap
 retrieval, `engine.memory.retrieval`, on the recorded poses), with their poses relative to frame t. With
 probability `memory_dropout` an item has no memory at all, so the model also plays before it has any.
@@ -56,7 +56,7 @@ class DoomItems(Dataset):
 
     def memory_indices(self, episode: Episode, t: int) -> torch.Tensor:
         """Frame numbers recalled for target t (up to `memory`, best overlap first)."""
-        newest = t - self.context - 1
+        newest = t - max(self.context + 1, self.recall.min_age)
         if newest < 0 or self.memory == 0:
             return torch.zeros(0, dtype=torch.int64)
         candidates = torch.arange(newest, -1, -self.stride)[: self.max_candidates].flip(0)

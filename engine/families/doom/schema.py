@@ -54,6 +54,7 @@ class Recall:
     point_radius: float = real(256.0, above=0, high=1e6)
     max_distance: float = real(384.0, above=0, high=1e7)
     min_overlap: float = real(0.0, 0, 1)
+    min_age: int = integer(32, 1, 10**7)
 
 
 @dataclass

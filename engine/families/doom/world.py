@@ -2,7 +2,7 @@
 
 Tick stages:
 1. `pose`: the dreamer's pose integrated from the action with Doom's movement (`motion.DoomMotion`);
-2. `memory`: the frames of the memory bank older than the context whose views overlap the new pose's most
+2. `memory`: the frames of the memory bank at least `min_age` ticks old whose views overlap the new pose's most
    (`recall.Recall`), with their poses relative to it;
 3. `sample`: a few EDM Euler steps of the world model on the context frames, their actions and the recalled
    frames (`network.DoomWorldModel`);
@@ -167,7 +167,7 @@ class DoomDreamSession(SessionBase):
         self.reset()
 
     def _recall(self, pose: torch.Tensor) -> None:
-        """Fill the memory slots with the bank's best frames for `pose` among those older than the context."""
+        """Fill the memory slots with the bank's best frames for `pose` among those at least `min_age` ticks old."""
         m = self.model.cfg.memory
         self._memory.zero_()
         self._recalled.fill_(-1)
@@ -175,7 +175,7 @@ class DoomDreamSession(SessionBase):
             return
         stored = torch.arange(len(self.bank), device=self.device)
         numbers = self.bank.frame_index[stored]
-        older = stored[numbers <= self._count - 1 - self.model.cfg.context]
+        older = stored[numbers <= self._count - max(self.model.cfg.context + 1, self.recall.min_age)]
         if len(older) == 0:
             return
         older = older[torch.argsort(self.bank.frame_index[older])]  # oldest first: the recency term favours later
