@@ -12,7 +12,8 @@ from typing import Any
 
 from omegaconf import MISSING
 
-from engine.core.schema import Invalid, integer, integers, one_of
+from engine.backends.device import physical_memory
+from engine.core.schema import Invalid, gigabytes, integer, integers, one_of
 
 
 @dataclass
@@ -99,3 +100,11 @@ class WorldSchema:
             if role not in roles:
                 raise Invalid(f"checkpoints.prefixes.{role}", f"is unknown (the world's networks are "
                                                               f"{', '.join(roles) or 'none'})")
+
+
+def check_fits_in_memory(key: str, value: int, nbytes: int, what: str) -> None:
+    """Refuse `key: value` when the `nbytes` it makes the world hold (a memory bank, a cache) exceed the machine's
+    memory; `what` says what the value must be, e.g. "a number of frames"."""
+    if nbytes > physical_memory():
+        raise Invalid.value(key, value, f"{what} that fits in memory ({gigabytes(nbytes)} > "
+                                        f"{gigabytes(physical_memory())})")

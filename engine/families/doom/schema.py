@@ -11,10 +11,9 @@ from dataclasses import dataclass, field
 
 from omegaconf import MISSING
 
-from engine.backends.device import physical_memory
 from engine.core.cli import MAX_SEED
-from engine.core.schema import Invalid, gigabytes, integer, integers, real, reals
-from engine.core.world_schema import WorldSchema
+from engine.core.schema import integer, integers, real, reals
+from engine.core.world_schema import WorldSchema, check_fits_in_memory
 from engine.families.diamond.schema import EdmSampler, SigmaDistribution
 from engine.train.schema import TrainSchema
 
@@ -94,11 +93,8 @@ class DoomWorld(WorldSchema):
     def check(self) -> None:
         super().check()
         height, width = self.image_size()
-        bank = self.memory.capacity * 3 * height * width * 4
-        if bank > physical_memory():
-            raise Invalid.value("memory.capacity", self.memory.capacity,
-                                f"a number of frames that fits in memory ({gigabytes(bank)} > "
-                                f"{gigabytes(physical_memory())})")
+        check_fits_in_memory("memory.capacity", self.memory.capacity, self.memory.capacity * 3 * height * width * 4,
+                             "a number of frames")
 
 
 # -- training ------------------------------------------------------------------------------------------------

@@ -11,9 +11,8 @@ from dataclasses import dataclass, field
 
 from omegaconf import MISSING
 
-from engine.backends.device import physical_memory
-from engine.core.schema import Invalid, gigabytes, integer, real
-from engine.core.world_schema import Prompt, WorldSchema
+from engine.core.schema import Invalid, integer, real
+from engine.core.world_schema import Prompt, WorldSchema, check_fits_in_memory
 from engine.train.data.sampling import OASIS_LATENT_SCALE
 from engine.train.schema import TrainSchema
 
@@ -115,10 +114,8 @@ class OasisWorld(WorldSchema):
         if window < 2:
             raise Invalid.value("sampler.max_frames", window, "at least 2 frames (context and the frame being made)")
         tokens = (dit.input_h // dit.patch_size) * (dit.input_w // dit.patch_size)
-        cache = 2 * dit.depth * window * tokens * dit.hidden_size * 4
-        if cache > physical_memory():
-            raise Invalid.value("sampler.max_frames", window, f"a window whose key/value cache fits in memory "
-                                                              f"({gigabytes(cache)} > {gigabytes(physical_memory())})")
+        check_fits_in_memory("sampler.max_frames", window, 2 * dit.depth * window * tokens * dit.hidden_size * 4,
+                             "a window whose key/value cache")
 
 
 # -- training ------------------------------------------------------------------------------------------------

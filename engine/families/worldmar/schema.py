@@ -10,9 +10,8 @@ from dataclasses import dataclass, field
 
 from omegaconf import MISSING
 
-from engine.backends.device import physical_memory
-from engine.core.schema import Invalid, gigabytes, integer, one_of, real, reals
-from engine.core.world_schema import Prompt, WorldSchema
+from engine.core.schema import Invalid, integer, one_of, real, reals
+from engine.core.world_schema import Prompt, WorldSchema, check_fits_in_memory
 from engine.families.oasis.schema import VAE
 from engine.train.schema import TrainSchema
 
@@ -130,11 +129,8 @@ class WorldMARWorld(WorldSchema):
             raise Invalid.value("sampler.mar_iters", self.sampler.mar_iters, f"an integer in 1..{tokens} (the "
                                                                              "tokens of a frame)")
         tokens = (vae.input_height // vae.patch_size) * (vae.input_width // vae.patch_size)
-        bank = self.memory.capacity * tokens * vae.latent_dim * 4
-        if bank > physical_memory():
-            raise Invalid.value("memory.capacity", self.memory.capacity,
-                                f"a number of frames that fits in memory ({gigabytes(bank)} > "
-                                f"{gigabytes(physical_memory())})")
+        check_fits_in_memory("memory.capacity", self.memory.capacity,
+                             self.memory.capacity * tokens * vae.latent_dim * 4, "a number of frames")
 
 
 # -- training ------------------------------------------------------------------------------------------------
