@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from engine.actions import doom as actions
+from engine.core.config import load_world_config
 from engine.core.loader import open_session
 from engine.core.runner import Runner
 from engine.eval.__main__ import main as eval_main
@@ -83,6 +84,7 @@ def test_a_dream_world_goes_through_the_protocol(heldout, tmp_path, capsys):
     video = np.stack(list(iio.imiter(tmp_path / "eval" / "side_by_side.mp4", plugin="FFMPEG")))
     assert video.shape[0] == 4 and video.shape[2] == 3 * video.shape[1] * 80 // 64
     assert result["revisits"]["count"] >= 0
+    assert result["steps"] == load_world_config(str(world)).sampler.num_steps_denoising  # the world's own setting
 
 
 def test_bad_arguments_are_one_line_errors(heldout, tmp_path, capsys):

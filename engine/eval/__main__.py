@@ -124,10 +124,12 @@ def evaluate(args: argparse.Namespace) -> dict:
         copy_last_open_loop(rec, scores, settings)
         if memory_worlds:
             revisit_count += memory_test(memory_worlds, rec, scores, settings)
-    return report(args, scores, revisit_count, len(paths), time.perf_counter() - start)
+    steps = world.session.steps if isinstance(world, SessionWorld) else None  # the world's own unless --steps
+    return report(args, scores, revisit_count, len(paths), time.perf_counter() - start, steps)
 
 
-def report(args: argparse.Namespace, scores: Scores, revisits: int, recordings: int, seconds: float) -> dict:
+def report(args: argparse.Namespace, scores: Scores, revisits: int, recordings: int, seconds: float,
+           steps: int | None) -> dict:
     psnr, ssim = scores.psnr, scores.ssim
     rows = []
     for condition in ("world", "shuffled actions", "copy-last"):
@@ -147,7 +149,7 @@ def report(args: argparse.Namespace, scores: Scores, revisits: int, recordings: 
     if scores.videos:
         _, real, dream = scores.videos[0]
         video = write_side_by_side(real, dream, args.out / "side_by_side.mp4", fps=17.5)
-    return {"eval": str(args.world), "recordings": recordings, "memory": args.memory, "steps": args.steps,
+    return {"eval": str(args.world), "recordings": recordings, "memory": args.memory, "steps": steps,
             "teacher_forced": {c: {"psnr": psnr.stats(teacher_forced_key(c), 0).mean,
                                    "ssim": ssim.stats(teacher_forced_key(c), 0).mean}
                                for c in ("world", "shuffled actions", "copy-last")},
