@@ -139,6 +139,13 @@ def _list_field(default: Any, kind: str, low: float | None, high: float | None, 
     return _field(default, Rule(expected, test))
 
 
+def check_patch_size(patch_size: int, **sizes: int) -> None:
+    """`patch_size` divides each of the sizes (given as key=value, named in the error)."""
+    for key, size in sizes.items():
+        if size % patch_size:
+            raise Invalid.value("patch_size", patch_size, f"a divisor of {key} ({size})")
+
+
 def gigabytes(nbytes: float) -> str:
     """A size in GiB, or MiB below one GiB (so that small sizes do not all read "0.0 GiB")."""
     return f"{nbytes / 2**30:.1f} GiB" if nbytes >= 2**30 else f"{nbytes / 2**20:.1f} MiB"

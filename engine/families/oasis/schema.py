@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from omegaconf import MISSING
 
-from engine.core.schema import Invalid, integer, real
+from engine.core.schema import Invalid, check_patch_size, integer, real
 from engine.core.world_schema import Prompt, WorldSchema, check_fits_in_memory
 from engine.train.data.sampling import OASIS_LATENT_SCALE
 from engine.train.schema import TrainSchema
@@ -41,9 +41,7 @@ class DiT:
     max_frames: int = integer(32, 1, 4096)
 
     def check(self) -> None:
-        for key in ("input_h", "input_w"):
-            if getattr(self, key) % self.patch_size:
-                raise Invalid.value("patch_size", self.patch_size, f"a divisor of {key} ({getattr(self, key)})")
+        check_patch_size(self.patch_size, input_h=self.input_h, input_w=self.input_w)
         _heads(self.hidden_size, self.num_heads, "hidden_size", "num_heads")
 
 
@@ -64,9 +62,7 @@ class VAE:
     mlp_ratio: float = real(4.0, above=0, high=64)
 
     def check(self) -> None:
-        for key in ("input_height", "input_width"):
-            if getattr(self, key) % self.patch_size:
-                raise Invalid.value("patch_size", self.patch_size, f"a divisor of {key} ({getattr(self, key)})")
+        check_patch_size(self.patch_size, input_height=self.input_height, input_width=self.input_width)
         _heads(self.enc_dim, self.enc_heads, "enc_dim", "enc_heads")
         _heads(self.dec_dim, self.dec_heads, "dec_dim", "dec_heads")
 

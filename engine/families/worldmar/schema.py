@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from omegaconf import MISSING
 
-from engine.core.schema import Invalid, integer, one_of, real, reals
+from engine.core.schema import Invalid, check_patch_size, integer, one_of, real, reals
 from engine.core.world_schema import Prompt, WorldSchema, check_fits_in_memory
 from engine.families.oasis.schema import VAE
 from engine.train.schema import TrainSchema
@@ -64,9 +64,7 @@ class WorldMARNetwork:
             if self.st_embed_dim % heads or (self.st_embed_dim // heads) % 2:
                 raise Invalid.value(key, heads, f"a divisor of st_embed_dim ({self.st_embed_dim}) that leaves an "
                                                 "even head size")
-        for key in ("vae_seq_h", "vae_seq_w"):
-            if getattr(self, key) % self.patch_size:
-                raise Invalid.value("patch_size", self.patch_size, f"a divisor of {key} ({getattr(self, key)})")
+        check_patch_size(self.patch_size, vae_seq_h=self.vae_seq_h, vae_seq_w=self.vae_seq_w)
         _check_spacing("num_sampling_steps", self.num_sampling_steps)
 
 
