@@ -20,6 +20,8 @@ from engine.core.loader import open_session, session_extras, with_ground_truth, 
 from engine.core.runner import Runner, Tick
 from engine.errors import ConfigError
 from engine.recordings import RecordingError, SegmentWriter, install_signal_finalizers
+from engine.recordings.format import with_suffix
+from engine.recordings.recovery import spool_in_the_way
 
 
 def idle_actions(cfg: DictConfig, frames: int, action_dim: int) -> torch.Tensor:
@@ -33,10 +35,13 @@ def idle_actions(cfg: DictConfig, frames: int, action_dim: int) -> torch.Tensor:
 
 
 def output_stem(out: Path) -> Path:
-    """The stem `--out` names; refused if a recording (or part of one) is already there."""
+    """The stem `--out` names; refused if a recording (or part of one) is already there, and a killed
+    recording's spool with the command that recovers it."""
     if out.is_dir():
         raise ConfigError(f"--out {out} is a folder: name the output file, e.g. {out / 'run.mp4'}")
     stem = out.with_suffix("")
+    if with_suffix(stem, ".spool").is_dir():
+        raise ConfigError(f"--out {out}: {spool_in_the_way(stem)}")
     taken = [stem.with_name(stem.name + suffix) for suffix in (".mp4", ".npz", ".spool", "-part2.mp4", "-part2.npz")]
     for path in taken:
         if path.exists():

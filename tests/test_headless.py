@@ -125,6 +125,18 @@ def test_out_over_an_existing_recording_is_refused(tiny_world, tmp_path, capsys)
     assert code == 2 and len(err.splitlines()) == 1 and "is a folder" in err
 
 
+def test_out_over_a_killed_recordings_spool_names_the_recover_command(tiny_world, tmp_path, capsys):
+    spool = tmp_path / "killed.spool"
+    spool.mkdir()
+    (spool / "rows-000000.npy").write_bytes(b"frames of a killed run")
+    code = launcher.main(_headless(tiny_world, tmp_path / "killed.mp4"))
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
+    assert f"python -m engine.recordings recover {tmp_path / 'killed'}" in err and "killed.spool" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["killed.spool"], "nothing written"
+    assert [p.name for p in spool.iterdir()] == ["rows-000000.npy"], "the spool is left as it was"
+
+
 def test_world_name_that_is_a_path_is_refused(tiny_world, tmp_path, capsys):
     escape = tiny_world.with_name("escape.yaml")
     escape.write_text(tiny_world.read_text().replace("name: tiny-oasis", "name: ../../x"))
