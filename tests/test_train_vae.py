@@ -1,6 +1,7 @@
-"""The training quick-start without the reference fixtures: panorama data -> the tiny VAE (`oasis_vae_tiny`) ->
-the tiny Oasis world on it (`oasis_tiny`, as shipped), whose frames resemble held-out data far more than noise does;
-what the VAE recipe writes; and no training config reads the fixtures."""
+"""The training quick-start without the reference fixtures: panorama data -> the tiny VAE (`oasis_vae_tiny`,
+`worldmar_vae_tiny`) -> the tiny Oasis and WorldMAR worlds on it (`oasis_tiny`, `worldmar_tiny`, as shipped),
+whose frames resemble held-out data far more than noise does; what the VAE recipe writes; and no training
+config reads the fixtures."""
 
 from __future__ import annotations
 
@@ -52,22 +53,40 @@ class QuickStart:
     heldout_actions: torch.Tensor
 
 
-@pytest.fixture(scope="module")
-def quick_start(tmp_path_factory) -> QuickStart:
-    """The README's quick-start in a fresh working directory (the configs' relative paths), with fewer steps."""
-    root = tmp_path_factory.mktemp("quick_start")
-    data = root / "data" / "panorama"
-    write_panorama_dataset(data, episodes=3, frames=60, size=(40, 60), seed=0)
+def run_quick_start(root: Path, data_folder: str, size: tuple[int, int], configs: tuple[str, str],
+                    overrides: tuple[list[str], list[str]]) -> QuickStart:
+    """The README's quick-start in a fresh working directory (the configs' relative paths): panorama data with
+    its last episode held out, then the VAE config, then the world config over it."""
+    data = root / "data" / data_folder
+    write_panorama_dataset(data, episodes=3, frames=60, size=size, seed=0)
     (root / "heldout").mkdir()
     for path in data.glob("episode_002.*"):
         path.rename(root / "heldout" / path.name)
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(root)
-        vae = train(load_train_config("oasis_vae_tiny", QUICK_VAE))
-        world = train(load_train_config("oasis_tiny", QUICK_WORLD))
+        vae = train(load_train_config(configs[0], overrides[0]))
+        world = train(load_train_config(configs[1], overrides[1]))
     episode = find_episodes([root / "heldout"])[0]
     frames = episode.require_frames().read(list(range(episode.num_frames)))
     return QuickStart(root, root / vae.world, root / world.world, frames, episode.actions)
+
+
+def generated_psnr(quick_start: QuickStart) -> tuple[float, float, float]:
+    """PSNR of the prompt frame and of GENERATED_FRAMES frames played from the held-out episode's first frame
+    with its actions, against that episode, and of noise against it."""
+    session = open_session(quick_start.world, device="cpu", allow_download=False)
+    frames = quick_start.heldout[:GENERATED_FRAMES + 1]
+    session.reset(torch.from_numpy(frames[:1]).permute(0, 3, 1, 2).float() / 255)
+    prompt = psnr(session.prompt_frames().numpy(), frames[:1])
+    generated_frames = np.stack([session.step(quick_start.heldout_actions[j]).frame.numpy()
+                                 for j in range(1, GENERATED_FRAMES + 1)])
+    return prompt, psnr(generated_frames, frames[1:]), psnr(noise_like(frames), frames)
+
+
+@pytest.fixture(scope="module")
+def quick_start(tmp_path_factory) -> QuickStart:
+    return run_quick_start(tmp_path_factory.mktemp("quick_start"), "panorama", (40, 60),
+                           ("oasis_vae_tiny", "oasis_tiny"), (QUICK_VAE, QUICK_WORLD))
 
 
 def test_the_vae_run_writes_a_rescaled_vae_that_reconstructs_heldout_frames(quick_start):
@@ -103,15 +122,22 @@ def test_the_vae_run_writes_a_rescaled_vae_that_reconstructs_heldout_frames(quic
 def test_the_tiny_world_trained_on_it_resembles_the_data(quick_start):
     world = yaml.safe_load(quick_start.world.read_text())
     assert Path(world["checkpoints"]["files"]["vae"]) == quick_start.vae.resolve()
-    session = open_session(quick_start.world, device="cpu", allow_download=False)
-    frames = quick_start.heldout[:GENERATED_FRAMES + 1]
-    session.reset(torch.from_numpy(frames[:1]).permute(0, 3, 1, 2).float() / 255)
-    prompt = psnr(session.prompt_frames().numpy(), frames[:1])
-    generated_frames = np.stack([session.step(quick_start.heldout_actions[j]).frame.numpy()
-                                 for j in range(1, GENERATED_FRAMES + 1)])
-    generated = psnr(generated_frames, frames[1:])
-    noise = psnr(noise_like(frames), frames)
+    prompt, generated, noise = generated_psnr(quick_start)
     print(f"oasis_tiny after {WORLD_STEPS} steps on that VAE, against a held-out episode: prompt frame "
+          f"{prompt:.1f} dB, {GENERATED_FRAMES} generated frames {generated:.1f} dB, noise {noise:.1f} dB")
+    assert prompt > noise + 10
+    assert generated > noise + 5
+
+
+def test_the_tiny_worldmar_world_trained_on_its_own_vae_resembles_the_data(tmp_path):
+    """`worldmar_vae_tiny` (fewer steps) then `worldmar_tiny` as shipped: memory frames by pose, masked tokens
+    and the diffusion head, played from a held-out panorama episode's first frame with its actions."""
+    quick = run_quick_start(tmp_path, "panorama_mar", (72, 128), ("worldmar_vae_tiny", "worldmar_tiny"),
+                            (QUICK_VAE, ["train.progress=false"]))
+    world = yaml.safe_load(quick.world.read_text())
+    assert world["family"] == "worldmar" and Path(world["checkpoints"]["files"]["vae"]) == quick.vae.resolve()
+    prompt, generated, noise = generated_psnr(quick)
+    print(f"worldmar_tiny on a {VAE_STEPS}-step worldmar_vae_tiny, against a held-out episode: prompt frame "
           f"{prompt:.1f} dB, {GENERATED_FRAMES} generated frames {generated:.1f} dB, noise {noise:.1f} dB")
     assert prompt > noise + 10
     assert generated > noise + 5
