@@ -48,7 +48,7 @@ def hud_lines(info: HudInfo) -> list[Line]:
     details = []
     if info.latency_ms is not None:
         details.append(f"input to display {info.latency_ms:.0f} ms")
-    if info.steps is not None:
+    if info.steps:  # a world that denoises nothing (the real game) has no count to show
         details.append(f"{info.steps} denoising steps")
     if info.frame:
         details.append(info.frame)

@@ -124,6 +124,8 @@ def test_hud_lines_show_what_the_issue_asks_for():
     assert "REC" not in quiet and "pose" not in quiet and "fps" not in quiet
     viewing = HudInfo(world="w", device="cpu", dtype="fp32", backend="eager", model_fps=20.0)
     assert "model 20.0 fps" in [line for line, _ in hud_lines(viewing)], "no tick times without a model"
+    game = HudInfo(world="doom-game", device="cpu", dtype="fp32", backend="vizdoom", steps=0, frame="frame 3")
+    assert "denoising" not in "\n".join(line for line, _ in hud_lines(game)), "the real game denoises nothing"
 
 
 def test_describe_action_names_keys_and_camera_degrees():
