@@ -42,7 +42,7 @@ def output_stem(out: Path) -> Path:
     stem = out.with_suffix("")
     if with_suffix(stem, ".spool").is_dir():
         raise ConfigError(f"--out {out}: {spool_in_the_way(stem)}")
-    taken = [stem.with_name(stem.name + suffix) for suffix in (".mp4", ".npz", ".spool", "-part2.mp4", "-part2.npz")]
+    taken = [with_suffix(stem, suffix) for suffix in (".mp4", ".npz", ".spool", "-part2.mp4", "-part2.npz")]
     for path in taken:
         if path.exists():
             raise ConfigError(f"--out {out}: {path} already exists; choose another --out or delete the old recording")

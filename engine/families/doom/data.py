@@ -56,7 +56,7 @@ class DoomItems(Dataset):
 
     def memory_indices(self, episode: Episode, t: int) -> torch.Tensor:
         """Frame numbers recalled for target t (up to `memory`, best overlap first)."""
-        newest = t - max(self.context + 1, self.recall.min_age)
+        newest = self.recall.newest_candidate(t, self.context)
         if newest < 0 or self.memory == 0:
             return torch.zeros(0, dtype=torch.int64)
         candidates = torch.arange(newest, -1, -self.stride)[: self.max_candidates].flip(0)

@@ -26,6 +26,11 @@ class Recall:
         self.min_overlap = float(min_overlap)
         self.min_age = int(min_age)
 
+    def newest_candidate(self, target: int, context: int) -> int:
+        """The newest frame number target frame `target` may recall: older than its `context` frames and at
+        least `min_age` ticks old. Training items and the play session both ask this, so they recall alike."""
+        return target - max(context + 1, self.min_age)
+
     def pick(self, target: torch.Tensor, candidates: torch.Tensor, k: int) -> torch.Tensor:
         """Indices into `candidates` (n, 5) of up to k recalled frames for `target` (5,), best first."""
         if k == 0 or len(candidates) == 0:

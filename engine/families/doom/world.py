@@ -175,7 +175,7 @@ class DoomDreamSession(SessionBase):
             return
         stored = torch.arange(len(self.bank), device=self.device)
         numbers = self.bank.frame_index[stored]
-        older = stored[numbers <= self._count - max(self.model.cfg.context + 1, self.recall.min_age)]
+        older = stored[numbers <= self.recall.newest_candidate(self._count, self.model.cfg.context)]
         if len(older) == 0:
             return
         older = older[torch.argsort(self.bank.frame_index[older])]  # oldest first: the recency term favours later
