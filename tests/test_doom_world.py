@@ -6,11 +6,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 import launcher
 from engine.actions import doom as actions
 from engine.core.loader import open_session
+from engine.core.noise import ReplayNoise
 from engine.core.runner import Runner
+from engine.families.diamond.denoiser import quantize
+from engine.families.doom.network import DoomWorldModel, memory_pose_features
+from engine.families.doom.world import DoomSampler
 from engine.recordings import read_recording
 from engine.train.config import load_train_config
 from engine.train.trainer import train
@@ -62,6 +67,34 @@ def test_memory_recalls_the_frames_of_a_place_and_the_switch_turns_it_off(world)
     assert (last_off.extras["retrieved_frames"] == -1).all() and not last_off.hud_images
     assert last_off.hud_items[0].startswith("memory off")
     assert not np.array_equal(last_on.frame, last_off.frame), "what is recalled changes the dream"
+
+
+def test_memory_guidance_pushes_the_frame_away_from_the_memoryless_one_and_needs_a_recalled_frame():
+    torch.manual_seed(1)
+    model = DoomWorldModel(**TINY_NETWORK).eval()
+    with torch.no_grad():
+        for param in model.parameters():
+            param.normal_(0, 0.05)
+    size, n, m = TINY_NETWORK["frame_size"], TINY_NETWORK["context"], TINY_NETWORK["memory"]
+    context, memory = torch.rand(1, 3 * n, *size) * 2 - 1, torch.rand(1, 3 * m, *size) * 2 - 1
+    acts = torch.rand(1, n, TINY_NETWORK["action_dim"])
+    poses = memory_pose_features(torch.zeros(5), torch.rand(m, 5) * 64, torch.tensor([True, False]), 256.0)[None]
+    weight, draw = 2.0, torch.randn(1, 3, *size)
+    cfg = OmegaConf.create({"num_steps_denoising": 1, "sigma_min": 0.002, "sigma_max": 5.0, "rho": 7,
+                            "context_sigma": 0.1, "memory_guidance": weight})
+    guided = DoomSampler(model, cfg, ReplayNoise(draw[None])).sample(context, memory, acts, poses)
+    sigma, sigma_cond = torch.full((1,), 5.0), torch.full((1,), 0.1)
+    with torch.no_grad():
+        with_memory = model.denoise_unquantized(draw * 5.0, sigma, context, memory, acts, poses, sigma_cond)
+        without = model.denoise_unquantized(draw * 5.0, sigma, context, torch.zeros_like(memory), acts,
+                                            torch.zeros_like(poses), sigma_cond)
+    expected = quantize(with_memory + weight * (with_memory - without))
+    assert torch.allclose(guided, expected, atol=1e-5) and not torch.allclose(guided, quantize(with_memory))
+    nothing_recalled = torch.zeros_like(poses)
+    plain = DoomSampler(model, cfg, ReplayNoise(draw[None])).sample(context, torch.zeros_like(memory), acts,
+                                                                nothing_recalled)
+    assert torch.equal(plain, model.denoise(draw * 5.0, sigma, context, torch.zeros_like(memory), acts,
+                                            nothing_recalled, sigma_cond)), "no recalled frame: one plain pass"
 
 
 def test_real_context_and_teacher_forcing(world, recordings):

@@ -66,9 +66,11 @@ def remembered_walk(frame: torch.Tensor, pose: torch.Tensor, count: int) -> tupl
 
 
 def walk_script(count: int) -> list[torch.Tensor]:
-    """Walking, turning and strafing, so that the memory fills and recalls."""
-    script = [actions.encode(["forward"]), actions.encode(["forward"], 10.0), actions.encode([], 14.0625),
-              actions.encode(["strafe_left"]), actions.encode(["forward"], -8.0)]
+    """Out and back, turning and strafing near the start, so that the memory fills and recalls the remembered
+    frames on nearly every tick (30 of 33 here): the tick with recall and memory guidance is the one timed."""
+    script = [actions.encode(["forward"]), actions.encode([], 14.0625), actions.encode(["backward"]),
+              actions.encode(["forward"], 10.0), actions.encode(["strafe_left"]), actions.encode(["backward"], -8.0),
+              actions.encode(["strafe_right"])]
     return [torch.from_numpy(script[(j // 6) % len(script)]) for j in range(count)]
 
 

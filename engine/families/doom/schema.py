@@ -43,6 +43,7 @@ class Networks:
 @dataclass
 class Sampler(EdmSampler):
     context_sigma: float = real(0.005, above=0, high=100)
+    memory_guidance: float = real(0.0, 0, 100)  # classifier-free guidance on the recalled frames (0: none)
 
 
 @dataclass

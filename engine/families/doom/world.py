@@ -27,6 +27,7 @@ from engine.core.noise import ResettableNoise, SeededNoise
 from engine.core.ring import Ring
 from engine.core.session import SessionBase, SessionOptions, StepResult
 from engine.errors import ConfigError
+from engine.families.diamond.denoiser import quantize
 from engine.families.diamond.edm import build_sigmas
 from engine.families.doom.motion import FRICTION, DoomMotion
 from engine.families.doom.network import DoomWorldModel, memory_pose_features
@@ -49,7 +50,13 @@ def to_uint8(frames: torch.Tensor) -> torch.Tensor:
 
 
 class DoomSampler:
-    """EDM Euler steps on a Karras schedule (Karras et al. 2022), from sigma_max noise to the frame."""
+    """EDM Euler steps on a Karras schedule (Karras et al. 2022), from sigma_max noise to the frame.
+
+    `memory_guidance` w > 0 is classifier-free guidance (Ho & Salimans 2022) on the recalled frames: while any
+    slot holds one, each step denoises with and without them in one batch of two and takes
+    D_memory + w * (D_memory - D_no_memory). The model learned the memoryless case from the items trained
+    without memory (`data.memory_dropout`); guidance makes it lean on what it recalled.
+    """
 
     def __init__(self, model: DoomWorldModel, sampler: DictConfig, noise: ResettableNoise) -> None:
         self.model, self.noise = model, noise
@@ -57,6 +64,7 @@ class DoomSampler:
         self.sigmas = build_sigmas(steps, float(sampler.sigma_min), float(sampler.sigma_max), float(sampler.rho),
                                    model.device)
         self.sigma_cond = torch.full((1,), float(sampler.get("context_sigma", 0.005)), device=model.device)
+        self.memory_guidance = float(sampler.get("memory_guidance", 0.0))
         self.steps = steps
 
     def sample(self, context: torch.Tensor, memory: torch.Tensor, actions: torch.Tensor,
@@ -65,11 +73,20 @@ class DoomSampler:
         height, width = context.shape[-2:]
         dtype = self.model.dtype
         x = self.noise.draw((1, 3, height, width), context.device) * self.sigmas[0]
-        cond = [t.to(dtype) for t in (context, memory, actions, memory_pose)]
+        guided = self.memory_guidance > 0 and bool(memory_pose.any())
+        cond = [context, memory, actions, memory_pose]
+        if guided:  # row 0 with the recalled frames, row 1 without (zeros, as an empty slot)
+            cond = [torch.cat([c, torch.zeros_like(c) if k in (1, 3) else c]) for k, c in enumerate(cond)]
+        cond = [c.to(dtype) for c in cond]
+        batch = len(cond[0])
+        sigma_cond = self.sigma_cond.expand(batch).to(dtype)
         denoised = x
         for sigma, next_sigma in zip(self.sigmas[:-1], self.sigmas[1:], strict=True):
-            denoised = self.model.denoise(x.to(dtype), sigma.reshape(1).to(dtype), *cond,
-                                          self.sigma_cond.to(dtype)).float()
+            out = self.model.denoise_unquantized(x.expand(batch, -1, -1, -1).to(dtype),
+                                                 sigma.reshape(1).expand(batch).to(dtype), *cond, sigma_cond).float()
+            if guided:
+                out = out[:1] + self.memory_guidance * (out[:1] - out[1:])
+            denoised = quantize(out.to(dtype)).float()  # in the model's dtype, as `denoise` snaps
             x = x + (x - denoised) / sigma * (next_sigma - sigma)
         return denoised
 
@@ -271,7 +288,7 @@ class DoomDreamSession(SessionBase):
 
     def settings_metadata(self) -> dict:
         return {"memory": self.memory, "spawn": self.spawn_info, "network": self.model.config_dict(),
-                "context_sigma": float(self.sampler.sigma_cond[0])}
+                "context_sigma": float(self.sampler.sigma_cond[0]), "memory_guidance": self.sampler.memory_guidance}
 
 
 def spawn(cfg: DictConfig, seed: int) -> tuple[torch.Tensor, torch.Tensor, dict]:
