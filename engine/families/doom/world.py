@@ -74,10 +74,11 @@ class DoomSampler:
         dtype = self.model.dtype
         x = self.noise.draw((1, 3, height, width), context.device) * self.sigmas[0]
         guided = self.memory_guidance > 0 and bool(memory_pose.any())
-        cond = [context, memory, actions, memory_pose]
         if guided:  # row 0 with the recalled frames, row 1 without (zeros, as an empty slot)
-            cond = [torch.cat([c, torch.zeros_like(c) if k in (1, 3) else c]) for k, c in enumerate(cond)]
-        cond = [c.to(dtype) for c in cond]
+            context, actions = torch.cat([context, context]), torch.cat([actions, actions])
+            memory = torch.cat([memory, torch.zeros_like(memory)])
+            memory_pose = torch.cat([memory_pose, torch.zeros_like(memory_pose)])
+        cond = [t.to(dtype) for t in (context, memory, actions, memory_pose)]
         batch = len(cond[0])
         sigma_cond = self.sigma_cond.expand(batch).to(dtype)
         denoised = x
