@@ -24,17 +24,19 @@ def collect_recordings(out: Path, episodes: int, ticks: int, split: str = "train
     return out / split
 
 
-def tiny_doom_world(folder: Path, seed: int = 0, **overrides) -> Path:
-    """A world yaml like assets/worlds/doom.yaml with a tiny randomly initialised world model beside it."""
+def tiny_doom_world(folder: Path, seed: int = 0, network: dict | None = None, **overrides) -> Path:
+    """A world yaml like assets/worlds/doom.yaml with a tiny randomly initialised world model beside it
+    (`network`: its sizes over TINY_NETWORK's)."""
+    network = TINY_NETWORK | (network or {})
     torch.manual_seed(seed)
-    model = DoomWorldModel(**TINY_NETWORK)
+    model = DoomWorldModel(**network)
     with torch.no_grad():
         for param in model.parameters():
             param.normal_(0, 0.02)
     weights = folder / "tiny_doom.safetensors"
     save_file({f"world_model.{k}": v.contiguous() for k, v in model.state_dict().items()}, str(weights))
     world = yaml.safe_load((WORLDS_DIR / "doom.yaml").read_text())
-    world |= {"name": "tiny-doom", "networks": {"world_model": TINY_NETWORK}}
+    world |= {"name": "tiny-doom", "networks": {"world_model": network}}
     world["checkpoints"] = {"files": {"world_model": weights.name}, "prefixes": {"world_model": "world_model."}}
     for key, value in overrides.items():
         world[key] = value | world.get(key, {}) if isinstance(value, dict) else value

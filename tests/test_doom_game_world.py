@@ -74,6 +74,8 @@ def test_collect_writes_recordings_with_poses_and_disjoint_splits(recordings):
         assert data["frames"].shape[1:] == (64, 80, 3) and data["actions"].shape[1] == actions.NUM_ACTIONS
         assert np.isfinite(data["poses"]).all() and not data["actions"][0].any()
         assert meta["world"] == "doom-game" and meta["map"] == "E1M1" and meta["policy"] == "explore"
+        assert data["depth"].shape == data["frames"].shape[:3] and data["depth"].dtype == np.uint8
+        assert meta["extra_keys"] == ["depth"] and meta["depth_units"] > 0
         seeds.add((meta["split"], meta["seed"]))
         steps = np.linalg.norm(np.diff(data["poses"][:, [0, 2]], axis=0), axis=1)
         assert steps.max() < 40, "frame t is what action t led to: no jumps"

@@ -95,7 +95,7 @@ def test_settings_defaults_and_wads():
     ({"render_resolution": "RES_333X222"}, "doom.yaml: game.render_resolution 'RES_333X222' is not a vizdoom"),
     ({"map": "E9M9"}, "doom.yaml: game.map must be one of the WAD's maps (E1M1, "),
     ({"wad": "nowhere"}, "doom.yaml: game.wad must be freedoom1, freedoom2, a vizdoom scenario (basic, "),
-    ({"fps": 35}, "doom.yaml: unknown key game.fps (expected one of episode_timeout, frame_size"),
+    ({"fps": 35}, "doom.yaml: unknown key game.fps (expected one of depth, episode_timeout, frame_size"),
 ])
 def test_settings_errors_name_source_key_and_value(data, message):
     from engine.families.vizdoom.game import DoomSettings
@@ -220,6 +220,29 @@ def test_frames_are_rgb_at_frame_size_and_move(game):
     assert np.abs(screen.reshape(64, 4, 80, 4, 3).mean(axis=(1, 3)) - first).max() <= 0.5
     game.step(doom.encode(["turn_right"]))
     assert np.abs(game.frame().astype(int) - first).mean() > 5
+
+
+@needs_vizdoom
+def test_depth_buffer_is_the_planar_depth_at_frame_size():
+    from engine.families.vizdoom.game import DEPTH_UNITS, DoomGame, DoomSettings
+
+    with DoomGame(DoomSettings(depth=True)) as doom_game:
+        doom_game.new_episode(0)
+        depth = doom_game.depth()
+        assert depth.shape == (64, 80) and depth.dtype == np.uint8
+        screen = doom_game.game.get_state().depth_buffer
+        assert np.abs(screen.reshape(64, 4, 80, 4).mean(axis=(1, 3)) - depth).max() <= 0.5
+        # the floor beside the weapon: planar depth is the same across a row and grows toward the horizon;
+        # 41 units of eye height at a focal length of 40 pixels put the bottom row 41 * 40 / 32 units away
+        floor = depth[52:, :12].astype(float)
+        assert (floor.std(axis=1) < 0.6).all() and (np.diff(floor.mean(axis=1)) <= 0).all()
+        assert abs(floor[-1].mean() * DEPTH_UNITS - 41 * 40 / 32) < 0.15 * 41 * 40 / 32
+        doom_game.step(doom.encode(["turn_right"]))
+        assert np.abs(doom_game.depth().astype(int) - depth).mean() > 1, "the depth follows the view"
+    with DoomGame() as no_depth:
+        no_depth.new_episode(0)
+        with pytest.raises(EngineError, match="depth: true"):
+            no_depth.depth()
 
 
 def test_timeout_ends_the_episode_and_the_last_frame_stays():

@@ -7,6 +7,11 @@ the newest `max_candidates`), the ones whose view overlaps frame t's the most (W
 retrieval, `engine.memory.retrieval`, on the recorded poses), with their poses relative to frame t. With
 probability `memory_dropout` an item has no memory at all, so the model also plays before it has any.
 
+With `depth` (a world model with a depth network), the recordings must carry the game's depth buffer and the item
+holds frame t's depth (`target_depth`, map units) for the depth network's loss; with `reproject` too, each
+recalled frame is redrawn from frame t's pose by its recorded depth (`reproject`), as the session redraws it by
+its predicted depth in play.
+
 Random draws come from a generator seeded by (seed, epoch, index), as every dataset of the trainer.
 """
 
@@ -21,13 +26,14 @@ from torch.utils.data import Dataset
 from engine.errors import ConfigError
 from engine.families.doom.network import memory_pose_features
 from engine.families.doom.recall import Recall
+from engine.families.doom.reproject import reproject
 from engine.train.data.episode import Episode, to_model_frames
 
 
 class DoomItems(Dataset):
     def __init__(self, episodes: Sequence[Episode], *, context: int, memory: int, recall: Recall,
                  pose_scale: float, memory_dropout: float = 0.2, stride: int = 2, max_candidates: int = 256,
-                 seed: int = 0) -> None:
+                 depth: bool = False, reproject: bool = False, seed: int = 0) -> None:
         self.episodes = [ep for ep in episodes if ep.num_frames > context + 1]
         if not self.episodes:
             raise ConfigError(f"DoomItems: no episode has more than {context + 1} frames ({len(episodes)} episodes)")
@@ -36,9 +42,14 @@ class DoomItems(Dataset):
             if not torch.isfinite(episode.poses).all():
                 raise ConfigError(f"episode {episode.source or episode.name} has frames without a pose: the Doom "
                                   "world model recalls frames by pose")
+            if (depth or reproject) and (episode.depth is None or not episode.info.get("depth_units")):
+                raise ConfigError(f"episode {episode.source or episode.name} has no 'depth' buffer with its "
+                                  "depth_units: a world model with a depth network (depth_width > 0) learns depth "
+                                  "from the game's; collect the data again (python -m engine.train.collect)")
         self.context, self.memory, self.recall = int(context), int(memory), recall
         self.pose_scale, self.memory_dropout = float(pose_scale), float(memory_dropout)
         self.stride, self.max_candidates = int(stride), int(max_candidates)
+        self.with_depth, self.reproject = bool(depth or reproject), bool(reproject)
         self.seed, self.epoch = int(seed), 0
         self._ends = np.cumsum([ep.num_frames - 1 for ep in self.episodes])
 
@@ -79,6 +90,19 @@ class DoomItems(Dataset):
         memory_poses[: len(recalled)] = episode.poses[recalled]
         action_rows = torch.tensor([t - n + 1 + k for k in range(n)])
         actions = episode.actions[action_rows.clamp(min=0)] * (action_rows >= 0)[:, None]
-        return {"context": frames[:n].reshape(3 * n, height, width), "memory": memory.reshape(3 * m, height, width),
+        item = {"context": frames[:n].reshape(3 * n, height, width),
                 "memory_pose": memory_pose_features(episode.poses[t], memory_poses, valid, self.pose_scale),
                 "actions": actions.float(), "target": frames[-1]}
+        if self.with_depth:
+            depth = self.depth(episode, [*recalled.tolist(), t] if self.reproject else [t])
+            if self.reproject:
+                memory[: len(recalled)] = reproject(memory[: len(recalled)], depth[:-1], episode.poses[recalled],
+                                                    episode.poses[t])
+            item["target_depth"] = depth[-1]
+        return item | {"memory": memory.reshape(3 * m, height, width)}
+
+    @staticmethod
+    def depth(episode: Episode, indices: list[int]) -> torch.Tensor:
+        """(len(indices), H, W) float planar depth in map units from the recorded depth buffer."""
+        levels = torch.from_numpy(episode.depth.read(indices)).float()
+        return levels * float(episode.info["depth_units"])

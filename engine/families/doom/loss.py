@@ -7,7 +7,10 @@ noise level of its own from the same distribution, shifted down by `context.shif
 `context.clean` fraction of the samples. A `context.heavy` fraction gets a context noised beyond recognition
 (sigma uniform in `heavy_sigma`): then the recalled memory frames are what shows the place, which teaches the
 model to use them (in one-step training a clean context alone shows almost everything). The regression target is
-EDM's (x0 - c_skip * x_noisy) / c_out.
+EDM's (x0 - c_skip * x_noisy) / c_out. A world model with a depth network adds its loss (`depth.depth_loss` on
+the clean target frame and its recorded depth), weighted by `depth_weight`; the depth network learns at
+`depth_lr_scale` times the learning rate (it starts from scratch when a world model is fine-tuned to have one).
+With `denoising_weight` 0 the depth network trains alone and the world model stays as it was.
 """
 
 from __future__ import annotations
@@ -17,8 +20,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from engine.errors import ConfigError
 from engine.families.diamond.denoiser import apply_noise
 from engine.families.diamond.loss import SigmaDistribution
+from engine.families.doom.depth import depth_loss
 from engine.families.doom.network import DoomWorldModel
 from engine.train.rng import BatchRandom
 
@@ -36,14 +41,32 @@ class ContextNoise:
 
 class DoomDenoising(nn.Module):
     """Training module; batch: `context` (B, 3n, H, W), `memory` (B, 3m, H, W), `memory_pose` (B, m, 6),
-    `actions` (B, n, A), `target` (B, 3, H, W), frames in [-1, 1]."""
+    `actions` (B, n, A), `target` (B, 3, H, W), frames in [-1, 1]; `target_depth` (B, H, W) with a depth net."""
 
-    def __init__(self, world_model: DoomWorldModel, sigmas: SigmaDistribution, context: ContextNoise) -> None:
+    def __init__(self, world_model: DoomWorldModel, sigmas: SigmaDistribution, context: ContextNoise,
+                 denoising_weight: float = 1.0, depth_weight: float = 1.0, depth_lr_scale: float = 1.0) -> None:
         super().__init__()
+        if denoising_weight <= 0 and (world_model.depth_net is None or depth_weight <= 0):
+            raise ConfigError("loss: with denoising_weight 0 only a depth network (depth_width > 0, depth_weight "
+                              "> 0) is left to train")
         self.world_model = world_model
         self.sigmas, self.context_noise = sigmas, context
+        self.denoising_weight, self.depth_weight = float(denoising_weight), float(depth_weight)
+        self.lr_scales = {"world_model.depth_net.": float(depth_lr_scale)}  # the trainer's optimizer reads it
 
     def forward(self, batch: dict[str, torch.Tensor], rng: BatchRandom) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        model = self.world_model
+        loss, metrics = torch.zeros((), device=batch["target"].device), {}
+        if self.denoising_weight > 0:  # else the denoiser gets no gradient, and AdamW leaves it as it is
+            denoising, metrics["denoised_psnr"] = self.denoising(batch, rng)
+            loss = loss + self.denoising_weight * denoising
+        if model.depth_net is not None:
+            depth, metrics["depth_relative_error"] = depth_loss(model.depth_net, batch["target"], batch["target_depth"])
+            loss = loss + self.depth_weight * depth
+        return loss, metrics
+
+    def denoising(self, batch: dict[str, torch.Tensor], rng: BatchRandom) -> tuple[torch.Tensor, torch.Tensor]:
+        """(EDM loss, mean PSNR of the denoised frames)."""
         model, noise = self.world_model, self.context_noise
         target = batch["target"]
         sigma = self.sigmas.sample(rng)
@@ -62,4 +85,4 @@ class DoomDenoising(nn.Module):
         with torch.no_grad():
             denoised = (cs.c_skip * noisy + cs.c_out * output).float().clamp(-1, 1)
             psnr = -10 * torch.log10(((denoised - target) / 2).pow(2).flatten(1).mean(1).clamp(min=1e-10))
-        return loss, {"denoised_psnr": psnr.mean()}
+        return loss, psnr.mean()

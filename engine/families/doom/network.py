@@ -12,7 +12,10 @@ F(noisy next frame, noise level, context frames, actions, memory frames, their r
   context frames (noised in training so that the model stays on track on its own outputs), a linear
   embedding of the context actions and an MLP of the memory frames' poses relative to the frame being made
   (`memory_pose_features`: right, up, forward offsets in its camera frame, sin/cos of the yaw difference);
-- EDM preconditioning with DIAMOND's offset noise, output clamped and quantised to the 256 uint8 levels.
+- EDM preconditioning with DIAMOND's offset noise, output clamped and quantised to the 256 uint8 levels;
+- with `depth_width` > 0, a depth network of that width (`depth.DepthNet`) beside the denoiser: the session
+  stops the dream's pose at the walls it predicts and, with `reproject_memory`, reprojects each recalled frame
+  to the new pose by its predicted depth (`reproject`) before the model sees it, in play as in training.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from engine.core.module import Placed
 from engine.errors import ConfigError
 from engine.families.diamond.denoiser import Conditioners, quantize
 from engine.families.diamond.unet import FourierFeatures, GroupNorm, UNet
+from engine.families.doom.depth import DepthNet
 
 POSE_FEATURES = 6  # right, up, forward (/ pose_scale), sin and cos of the yaw difference, valid
 SPACE_TO_DEPTH = 2
@@ -47,6 +51,8 @@ class DoomModelConfig:
     sigma_data: float = 0.5
     sigma_offset_noise: float = 0.3
     pose_scale: float = 256.0  # map units per unit of the relative-pose features
+    depth_width: int = 0  # channels of the depth network (0: none)
+    reproject_memory: bool = False  # recalled frames reach the model redrawn from its pose by their depth
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], source: str = "networks.world_model") -> DoomModelConfig:
@@ -60,8 +66,12 @@ class DoomModelConfig:
         multiple = SPACE_TO_DEPTH * 2 ** (len(cfg.channels) - 1)
         if height % multiple or width % multiple:
             raise ConfigError(f"{source}: frame_size {height}x{width} must be a multiple of {multiple}")
-        if cfg.context < 1 or cfg.memory < 0 or cfg.action_dim < 1:
-            raise ConfigError(f"{source}: needs context >= 1, memory >= 0 and action_dim >= 1")
+        if cfg.context < 1 or cfg.memory < 0 or cfg.action_dim < 1 or cfg.depth_width < 0:
+            raise ConfigError(f"{source}: needs context >= 1, memory >= 0, action_dim >= 1 and depth_width >= 0")
+        if cfg.depth_width % 8:
+            raise ConfigError(f"{source}: depth_width must be a multiple of 8 (its group norms), got {cfg.depth_width}")
+        if cfg.reproject_memory and not cfg.depth_width:
+            raise ConfigError(f"{source}: reproject_memory needs a depth network (depth_width > 0)")
         return cfg
 
 
@@ -71,12 +81,13 @@ class DoomWorldModel(Placed, nn.Module):
     def __init__(self, frame_size: Sequence[int] = (64, 80), context: int = 4, memory: int = 2, action_dim: int = 7,
                  cond_channels: int = 256, channels: Sequence[int] = (64, 96, 128), depths: Sequence[int] = (2, 2, 2),
                  attn_depths: Sequence[int] = (0, 0, 1), sigma_data: float = 0.5, sigma_offset_noise: float = 0.3,
-                 pose_scale: float = 256.0) -> None:
+                 pose_scale: float = 256.0, depth_width: int = 0, reproject_memory: bool = False) -> None:
         super().__init__()
         self.cfg = cfg = DoomModelConfig.from_mapping({
             "frame_size": frame_size, "context": context, "memory": memory, "action_dim": action_dim,
             "cond_channels": cond_channels, "channels": channels, "depths": depths, "attn_depths": attn_depths,
-            "sigma_data": sigma_data, "sigma_offset_noise": sigma_offset_noise, "pose_scale": pose_scale})
+            "sigma_data": sigma_data, "sigma_offset_noise": sigma_offset_noise, "pose_scale": pose_scale,
+            "depth_width": depth_width, "reproject_memory": reproject_memory})
         cc = cfg.cond_channels
         self.noise_emb = FourierFeatures(cc)
         self.noise_cond_emb = FourierFeatures(cc)
@@ -90,6 +101,7 @@ class DoomWorldModel(Placed, nn.Module):
         self.conv_out = nn.Conv2d(cfg.channels[0], 3 * SPACE_TO_DEPTH**2, 3, padding=1)
         nn.init.zeros_(self.conv_out.weight)
         nn.init.zeros_(self.conv_out.bias)
+        self.depth_net = DepthNet(cfg.depth_width) if cfg.depth_width else None
 
     def config_dict(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self.cfg).items()}

@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from engine.checkpoints.loading import load_into
 from engine.core.config import WORLDS_DIR
 from engine.families.diamond.loss import SigmaDistribution
 from engine.families.doom.data import DoomItems
@@ -28,18 +29,22 @@ class DoomRecipe:
         self.cfg = cfg
         self.network_cfg = OmegaConf.to_container(cfg.model[ROLE], resolve=True)
         world_model = DoomWorldModel(**self.network_cfg)
-        load_initial_weights(cfg, {ROLE: world_model})
+        load_initial_weights(cfg, {ROLE: world_model}, load=load_keeping_new_depth_net)
         loss = OmegaConf.to_container(cfg.get("loss") or OmegaConf.create({}), resolve=True)
         self.model = DoomDenoising(world_model, SigmaDistribution(**loss.get("sigma_distribution", {})),
                                    ContextNoise(**{k: tuple(v) if isinstance(v, list) else v
-                                                   for k, v in loss.get("context_noise", {}).items()}))
+                                                   for k, v in loss.get("context_noise", {}).items()}),
+                                   denoising_weight=float(loss.get("denoising_weight", 1.0)),
+                                   depth_weight=float(loss.get("depth_weight", 1.0)),
+                                   depth_lr_scale=float(loss.get("depth_lr_scale", 1.0)))
         data = OmegaConf.to_container(cfg.data, resolve=True)
         self.recall_cfg = data.get("recall", {})
         mcfg = world_model.cfg
         self.dataset = DoomItems(find_episodes(list(data["paths"])), context=mcfg.context, memory=mcfg.memory,
                                  recall=Recall(**self.recall_cfg), pose_scale=mcfg.pose_scale,
                                  memory_dropout=float(data.get("memory_dropout", 0.2)),
-                                 stride=int(data.get("stride", 2)), seed=int(cfg.seed))
+                                 stride=int(data.get("stride", 2)), depth=world_model.depth_net is not None,
+                                 reproject=mcfg.reproject_memory, seed=int(cfg.seed))
 
     def prepare(self, batch: dict[str, torch.Tensor], rng: BatchRandom) -> dict[str, torch.Tensor]:
         return batch
@@ -51,6 +56,18 @@ class DoomRecipe:
         world["checkpoints"] = {"files": {ROLE: f"./{weights.as_posix()}"}, "prefixes": {ROLE: f"{ROLE}."}}
         world["memory"] = {**world.get("memory", {}), "recall": self.recall_cfg}
         return write_world_yaml(run_dir, world, self.cfg.get("world"))
+
+
+def load_keeping_new_depth_net(module: DoomWorldModel, state: dict[str, torch.Tensor], prefix: str | None = None
+                               ) -> None:
+    """Strict loading, except that weights from before the depth network (no `depth_net.` key) leave the new
+    depth network as initialised: a world model gains one by fine-tuning."""
+    depth_keys = [key for key in state if key.removeprefix(prefix or "").startswith("depth_net.")]
+    if module.depth_net is None or depth_keys:
+        load_into(module, state, prefix=prefix)
+        return
+    fresh = {f"{prefix or ''}depth_net.{key}": value for key, value in module.depth_net.state_dict().items()}
+    load_into(module, {**state, **fresh}, prefix=prefix)
 
 
 def build(cfg: DictConfig, device: torch.device) -> DoomRecipe:

@@ -33,6 +33,8 @@ class WorldModel:
     sigma_data: float = real(0.5, above=0, high=100)
     sigma_offset_noise: float = real(0.3, 0, 100)
     pose_scale: float = real(256.0, above=0, high=1e6)
+    depth_width: int = integer(0, 0, 4096)  # the depth network's channels (0: none)
+    reproject_memory: bool = False  # recalled frames redrawn from the new pose by their depth
 
 
 @dataclass
@@ -116,6 +118,9 @@ class ContextNoise:
 class Loss:
     sigma_distribution: SigmaDistribution = field(default_factory=SigmaDistribution)
     context_noise: ContextNoise = field(default_factory=ContextNoise)
+    denoising_weight: float = real(1.0, 0, 1e3)  # 0: train the depth network alone, the world model as it is
+    depth_weight: float = real(1.0, 0, 1e3)  # the depth network's loss beside the denoising loss
+    depth_lr_scale: float = real(1.0, above=0, high=1e3)  # the depth network's learning rate / optim.lr
 
 
 @dataclass

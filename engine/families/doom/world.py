@@ -1,9 +1,11 @@
 """The Doom dream (`--world doom`, the default world): one tick per action, everything on the device.
 
 Tick stages:
-1. `pose`: the dreamer's pose integrated from the action with Doom's movement (`motion.DoomMotion`);
+1. `pose`: the dreamer's pose integrated from the action with Doom's movement (`motion.DoomMotion`), stopped
+   short of the wall ahead by the newest frame's predicted depth when the model has a depth network;
 2. `memory`: the frames of the memory bank at least `min_age` ticks old whose views overlap the new pose's most
-   (`recall.Recall`), with their poses relative to it;
+   (`recall.Recall`), with their poses relative to it; with `reproject_memory` the model sees them redrawn from
+   the new pose by their predicted depth (`reproject`);
 3. `sample`: a few EDM Euler steps of the world model on the context frames, their actions and the recalled
    frames (`network.DoomWorldModel`);
 4. `store`: the new frame into the context ring and the memory bank (`engine.memory.bank`), which keeps
@@ -29,9 +31,10 @@ from engine.core.session import SessionBase, SessionOptions, StepResult
 from engine.errors import ConfigError
 from engine.families.diamond.denoiser import quantize
 from engine.families.diamond.edm import build_sigmas
-from engine.families.doom.motion import FRICTION, DoomMotion
+from engine.families.doom.motion import FRICTION, DoomMotion, clearance_ahead
 from engine.families.doom.network import DoomWorldModel, memory_pose_features
 from engine.families.doom.recall import Recall
+from engine.families.doom.reproject import reproject
 from engine.families.vizdoom.world import spawn_frame
 from engine.memory.bank import BankSettings, MemoryBank
 from engine.recordings import read_recording
@@ -148,6 +151,10 @@ class DoomDreamSession(SessionBase):
         self._memory_poses = torch.zeros((mcfg.memory, 5), device=self.device)
         self._recalled = torch.full((mcfg.memory,), -1, dtype=torch.int64, device=self.device)
         self._history: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+        self._clearance: torch.Tensor | None = None
+        if model.depth_net is not None:  # each stored frame's predicted depth, made when first needed
+            self._slot_depth = torch.zeros((self.bank.capacity, height, width), device=self.device)
+            self._slot_has_depth = torch.zeros(self.bank.capacity, dtype=torch.bool, device=self.device)
         self.reset()
 
     @property
@@ -175,6 +182,24 @@ class DoomDreamSession(SessionBase):
         self._recalled.fill_(-1)
         self._count = 1
         self.last_action = torch.zeros(self.action_dim)
+        self._see()
+
+    def _see(self) -> None:
+        """With a depth network: the depth of the newest stored frame, and from it how far the wall ahead is for
+        the next move."""
+        if self.model.depth_net is not None:
+            slot = self._last_slot
+            self._slot_depth[slot] = self.model.depth_net.depth(self.bank.latents[slot][None].to(self.model.dtype))[0]
+            self._slot_has_depth[slot] = True
+            self._clearance = clearance_ahead(self._slot_depth[slot])
+
+    def _depth_of(self, slots: torch.Tensor) -> torch.Tensor:
+        """(len(slots), H, W) predicted depth of stored frames, made for those that have none yet."""
+        missing = slots[~self._slot_has_depth[slots]]
+        if len(missing):
+            self._slot_depth[missing] = self.model.depth_net.depth(self.bank.latents[missing].to(self.model.dtype)).float()
+            self._slot_has_depth[missing] = True
+        return self._slot_depth[slots]
 
     def prompt_frames(self) -> torch.Tensor:
         return to_uint8(self._frames.window(1)[0]) if self._history is not None else to_uint8(self._spawn)[None]
@@ -199,8 +224,11 @@ class DoomDreamSession(SessionBase):
         older = older[torch.argsort(self.bank.frame_index[older])]  # oldest first: the recency term favours later
         picked = older[self.recall.pick(pose, self.bank.poses[older], m)]
         count = len(picked)
-        self._memory[:count] = self.bank.latents[picked]
-        self._memory_poses[:count] = self.bank.poses[picked]
+        recalled, poses = self.bank.latents[picked], self.bank.poses[picked]
+        if self.model.cfg.reproject_memory and count:
+            recalled = reproject(recalled, self._depth_of(picked), poses, pose)
+        self._memory[:count] = recalled
+        self._memory_poses[:count] = poses
         self._recalled[:count] = self.bank.frame_index[picked]
 
     @torch.no_grad()
@@ -210,7 +238,7 @@ class DoomDreamSession(SessionBase):
         self.last_action = values
         cfg = self.model.cfg
         with self.timer.stage("pose"):
-            pose = self.motion.step(values.to(self.device))
+            pose = self.motion.step(values.to(self.device), self._clearance)
         with self.timer.stage("memory"):
             self._recall(pose)
             valid = self._recalled >= 0
@@ -225,6 +253,7 @@ class DoomDreamSession(SessionBase):
             self._frames.advance()
             self._frames.set_newest(frame)
             self._last_slot = self.bank.insert(frame[0], pose, values.to(self.device), self._count)
+            self._see()
             self._count += 1
             image = to_uint8(frame[0])
         return self.result(image)
@@ -246,6 +275,8 @@ class DoomDreamSession(SessionBase):
         units = to_unit(frames.to(self.device))
         for k in range(len(frames)):
             self._last_slot = self.bank.insert(units[k], poses[k].to(self.device), actions_[k].to(self.device), k)
+        if self.model.depth_net is not None:
+            self._slot_has_depth.fill_(False)
         rows = [max(0, len(frames) - n + k) for k in range(n)]
         self._frames.fill(units[rows][None])
         # the actions that led into the context frames; the next step drops the oldest and appends its own
@@ -253,6 +284,7 @@ class DoomDreamSession(SessionBase):
         window = actions_.to(self.device)[action_rows.clamp(min=0)] * (action_rows >= 0)[:, None].to(self.device)
         self._actions.fill(window[None].float())
         self._set_motion(poses[-len(frames):].to(self.device))
+        self._see()
         self._count = len(frames)
 
     def _set_motion(self, poses: torch.Tensor) -> None:
@@ -271,6 +303,7 @@ class DoomDreamSession(SessionBase):
         self.bank.latents[self._last_slot] = unit
         self.bank.poses[self._last_slot] = pose.to(self.device)
         self._set_motion(torch.stack([previous, pose.to(self.device)]))
+        self._see()
 
     def tick_extras(self) -> dict[str, torch.Tensor]:
         """`retrieved_frames`: the frame numbers the tick recalled (-1: an empty slot)."""
@@ -284,7 +317,8 @@ class DoomDreamSession(SessionBase):
                 "recalled " + (", ".join(str(n) for n in recalled) if recalled else "-")]
 
     def hud_images(self) -> list[torch.Tensor]:
-        """The recalled frames, uint8 (H, W, 3), for the HUD's thumbnails."""
+        """The recalled frames as the model sees them (reprojected, with `reproject_memory`), uint8 (H, W, 3), for
+        the HUD's thumbnails."""
         return [to_uint8(self._memory[k]) for k, n in enumerate(self._recalled.tolist()) if n >= 0]
 
     def settings_metadata(self) -> dict:

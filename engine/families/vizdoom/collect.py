@@ -1,9 +1,10 @@
 """Training and held-out data from the real Doom: `python -m engine.train.collect --world doom-game ...`.
 
-Each episode is a recording (engine/recordings: mp4 + npz with frames, actions, poses) of the doom-game world
-driven through the same Runner as every world, by a seeded policy (`explore`: long walks, 360-degree turns,
-out-and-back patrols and loops that come back to places after more ticks than a model's context holds;
-`random`: persistent random actions). Frame 0 is the start point (zero action); frame t is what action t led to.
+Each episode is a recording (engine/recordings: mp4 + npz with frames, actions, poses and the game's `depth`
+buffer) of the doom-game world driven through the same Runner as every world, by a seeded policy (`explore`:
+long walks, 360-degree turns, out-and-back patrols and loops that come back to places after more ticks than a
+model's context holds; `random`: persistent random actions). Frame 0 is the start point (zero action); frame t
+is what action t led to.
 
 Splits never share a seed or a start point: `train` uses seeds 0.. and `heldout` seeds from 1_000_000; each
 episode starts after a seeded number of exploration ticks (0 to `--max-start-offset`), so start points differ.
@@ -50,12 +51,13 @@ def collect_episode(session: DoomGameSession, runner: Runner, stem: Path, *, see
     metadata = {"generator": "engine.train.collect --world doom-game", "policy": policy, "split": split,
                 "seed": seed, "start_offset": offset, **session.settings_metadata()}
     with SegmentWriter(stem, session.world, fps=fps, metadata=metadata) as writer:
-        writer.append(first.frame, np.zeros(session.action_dim, np.float32), pose=pose, timestamp=0.0)
+        writer.append(first.frame, np.zeros(session.action_dim, np.float32), pose=pose, timestamp=0.0,
+                      extra=runner.prompt_extras())
         frame = first.frame
         for t in range(1, ticks + 1):
             tick = runner.step(torch.from_numpy(act.act(pose, frame)))
             frame, pose = tick.frame, tick.pose
-            writer.append(frame, tick.action.numpy(), pose=pose, timestamp=t / fps)
+            writer.append(frame, tick.action.numpy(), pose=pose, timestamp=t / fps, extra=tick.extras)
             if tick.episode_over:
                 break
     return writer.frames_appended

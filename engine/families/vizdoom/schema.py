@@ -28,6 +28,7 @@ class Game:
     render_hud: bool = False
     infinite_ammo: bool = True
     episode_timeout: int = integer(0, 0, 10**9)
+    depth: bool = False
 
 
 @dataclass

@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from engine.actions import doom as actions
 from engine.core.session import EpisodeSettings, SessionBase, SessionOptions, StepResult
 from engine.errors import ConfigError
-from engine.families.vizdoom.game import DoomGame, DoomSettings
+from engine.families.vizdoom.game import DEPTH_UNITS, DoomGame, DoomSettings
 
 NETWORKS: dict = {}
 DOOM_TICS_PER_SECOND = 35
@@ -87,10 +87,15 @@ class DoomGameSession(SessionBase):
         return [f"{self.settings.wad} {self.settings.map}", f"tick {self.episode_ticks}",
                 *self.episode.hud_items(self.episode_ticks)]
 
+    def tick_extras(self) -> dict[str, torch.Tensor]:
+        """`depth`: the game's (H, W) uint8 depth buffer, with `game.depth: true`."""
+        return {"depth": torch.from_numpy(self.game.depth().copy())} if self.settings.depth else {}
+
     def settings_metadata(self) -> dict:
         s = self.settings
+        depth = {"depth_units": DEPTH_UNITS} if s.depth else {}
         return {"wad": s.wad, "map": s.map, "frame_skip": s.frame_skip, "render_resolution": s.render_resolution,
-                "monsters": s.monsters, "start_offset": self.offset, "episode": self.episode.__dict__}
+                "monsters": s.monsters, "start_offset": self.offset, "episode": self.episode.__dict__, **depth}
 
     def close(self) -> None:
         self.game.close()

@@ -62,6 +62,7 @@ class Episode:
     gui_open: torch.Tensor | None = None  # (T,) bool: a GUI (inventory, chat) covers frame t
     fps: float = 20.0
     source: str = ""
+    depth: FrameSource | None = None  # (T, H, W) uint8 levels of the game's depth buffer (info["depth_units"])
     info: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:

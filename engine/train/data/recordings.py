@@ -6,7 +6,8 @@ frame t), its exact frames and poses. Optional per-frame extras `rewards` and `e
 episode end of the transition into frame t.
 
 Only the small arrays are read up front. `frames` is memory-mapped from the npz (the recorder writes it
-uncompressed), so a folder of long recordings costs no RAM until frames are used.
+uncompressed), so a folder of long recordings costs no RAM until frames are used; so is a game's depth buffer
+(`depth`, e.g. the doom-game world's, with `depth_units` map units per level in the metadata).
 """
 
 from __future__ import annotations
@@ -46,16 +47,19 @@ def _npy_layout(path: Path, member: str) -> tuple[tuple[int, ...], np.dtype, int
 
 
 class NpzFrames:
-    """A recording's `frames` (T, H, W, 3) uint8, memory-mapped (or loaded, if the npz is compressed)."""
+    """A recording's `frames` (T, H, W, 3) uint8, memory-mapped (or loaded, if the npz is compressed); with
+    `name="depth"` and `channels=None`, its game depth buffer (T, H, W) uint8 the same way."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    def __init__(self, path: Path, name: str = "frames", channels: int | None = 3) -> None:
+        self.path, self.name = path, name
         try:
-            shape, dtype, self._offset = _npy_layout(path, "frames.npy")
+            shape, dtype, self._offset = _npy_layout(path, f"{name}.npy")
         except (OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:
-            raise ConfigError(f"recording {path}: 'frames' is not readable ({exc})") from None
-        if len(shape) != 4 or shape[3] != 3 or dtype != np.uint8:
-            raise ConfigError(f"recording {path}: 'frames' is {shape} {dtype}, expected (T, H, W, 3) uint8")
+            raise ConfigError(f"recording {path}: '{name}' is not readable ({exc})") from None
+        layout = (4, channels) if channels else (3, None)
+        if len(shape) != layout[0] or (channels and shape[3] != channels) or dtype != np.uint8:
+            expected = f"(T, H, W, {channels})" if channels else "(T, H, W)"
+            raise ConfigError(f"recording {path}: '{name}' is {shape} {dtype}, expected {expected} uint8")
         self.shape = shape
         self.num_frames = shape[0]
         self.size = (shape[1], shape[2])
@@ -69,7 +73,7 @@ class NpzFrames:
         if self._array is None:
             if self._offset is None:
                 with np.load(self.path, allow_pickle=False) as data:
-                    self._array = data["frames"]
+                    self._array = data[self.name]
             else:
                 self._array = np.memmap(self.path, dtype=np.uint8, mode="r", offset=self._offset, shape=self.shape)
         return self._array
@@ -90,7 +94,7 @@ def _read_arrays(path: Path) -> tuple[dict[str, np.ndarray], dict]:
             if missing:
                 raise ConfigError(f"recording {path} lacks '{missing[0]}' (expected frames, actions, poses, metadata)")
             arrays = {key: data[key] for key in ("actions", "poses", "rewards", "ends") if key in names}
-            metadata = json.loads(data["metadata"].item())
+            metadata = json.loads(data["metadata"].item()) | {"has_depth": "depth" in names}
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
         raise ConfigError(f"recording {path} is not a readable npz ({exc})") from None
     return arrays, metadata
@@ -125,9 +129,13 @@ def load_recording_episode(path: str | Path) -> Episode:
                               f"{np.dtype(dtype)} with {count} rows")
     rewards = _per_frame(arrays, "rewards", count, path)
     ends = _per_frame(arrays, "ends", count, path)
+    depth = NpzFrames(path, "depth", channels=None) if metadata["has_depth"] else None
+    if depth is not None and (depth.num_frames, depth.size) != (count, frames.size):
+        raise ConfigError(f"recording {path}: 'depth' is {depth.shape}, expected one (H, W) = {frames.size} "
+                          f"buffer per frame ({count})")
     return Episode(
         name=path.stem, actions=torch.from_numpy(arrays["actions"]), poses=torch.from_numpy(arrays["poses"]),
         frames=frames, rewards=None if rewards is None else torch.from_numpy(rewards.astype(np.float32)),
         ends=None if ends is None else torch.from_numpy(ends.astype(bool)),
-        fps=float(metadata.get("fps", 20.0)), source=str(path),
-        info={"format": "recording", "world": metadata.get("world")})
+        fps=float(metadata.get("fps", 20.0)), source=str(path), depth=depth,
+        info={"format": "recording", "world": metadata.get("world"), "depth_units": metadata.get("depth_units")})

@@ -1,0 +1,232 @@
+"""Depth in the Doom dream: the geometry of `reproject` on synthetic views, the depth network, the training items,
+the dream's recall and walls with a depth network, and fine-tuning a world model from before the depth network."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file, save_file
+
+from engine.actions import doom as actions
+from engine.core.loader import open_session
+from engine.errors import ConfigError
+from engine.families.doom.data import DoomItems
+from engine.families.doom.depth import DEPTH_SCALE, DepthNet, depth_loss
+from engine.families.doom.motion import PLAYER_RADIUS, DoomMotion, clearance_ahead
+from engine.families.doom.network import DoomWorldModel
+from engine.families.doom.recall import Recall
+from engine.families.doom.recipe import load_keeping_new_depth_net
+from engine.families.doom.reproject import reproject
+from engine.recordings import SegmentWriter
+from engine.train.config import load_train_config
+from engine.train.data import find_episodes
+from engine.train.data.recordings import load_recording_episode
+from engine.train.trainer import train
+from tests.doom_support import TINY_NETWORK, collect_recordings, tiny_doom_world
+
+HEIGHT, WIDTH = 64, 80
+FOCAL = WIDTH / 2
+
+
+def striped(depth: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """A view whose every column has its own colour, at one planar depth (a wall square to the view)."""
+    columns = torch.linspace(-1, 1, WIDTH)
+    frame = torch.stack([columns.expand(HEIGHT, WIDTH), -columns.expand(HEIGHT, WIDTH),
+                         torch.linspace(-1, 1, HEIGHT)[:, None].expand(HEIGHT, WIDTH)])[None]
+    return frame, torch.full((1, HEIGHT, WIDTH), depth)
+
+
+def pose(x: float = 0.0, z: float = 0.0, yaw: float = 0.0, feet: float = 0.0) -> torch.Tensor:
+    return torch.tensor([x, feet, z, 0.0, yaw])
+
+
+def source_column(out: torch.Tensor, frame: torch.Tensor, column: int, row: int = HEIGHT // 2) -> int:
+    """Which column of `frame` the pixel (row, column) of `out` shows (by its colour)."""
+    return int((frame[0, 0, row] - out[0, 0, row, column]).abs().argmin())
+
+
+def test_the_same_pose_gives_the_frame_back():
+    frame, depth = striped(200.0)
+    depth[0, 50:, 30:50] = 0  # the weapon: no depth
+    same = reproject(frame, depth, pose(10, 20, 30)[None], pose(10, 20, 30))
+    assert torch.allclose(same, frame, atol=1e-6), "every pixel lands on itself (the mean of its sub-pixels)"
+
+
+def test_turning_moves_columns_as_the_planar_projection_does():
+    frame, depth = striped(300.0)
+    turned = reproject(frame, depth, pose()[None], pose(yaw=10.0))
+    for column in (20, 40, 60):
+        angle = math.atan((column + 0.5 - FOCAL) / FOCAL) + math.radians(10.0)
+        expected = FOCAL + FOCAL * math.tan(angle) - 0.5
+        assert abs(source_column(turned, frame, column) - expected) <= 1.0
+
+
+def test_walking_halfway_to_a_wall_doubles_it_about_the_centre_and_height_shifts_rows():
+    frame, depth = striped(200.0)
+    nearer = reproject(frame, depth, pose()[None], pose(z=100.0))  # yaw 0 looks along +z
+    for offset in (-30, -12, 12, 30):
+        column = int(FOCAL + offset)
+        assert abs(source_column(nearer, frame, column) - (FOCAL + (column + 0.5 - FOCAL) / 2 - 0.5)) <= 1.0
+    raised = reproject(frame, depth, pose()[None], pose(feet=50.0))  # eye 50 units up: the wall slides down
+    shift = FOCAL * 50 / 200
+    row = 20
+    shown = int((frame[0, 2, :, 0] - raised[0, 2, row, 40]).abs().argmin())
+    assert abs(shown - (row - shift)) <= 1.0
+
+
+def test_pixels_without_depth_stay_and_unreached_pixels_keep_the_recalled_ones():
+    frame, depth = striped(200.0)
+    depth[0, 40:, 30:50] = 0
+    out = reproject(frame, depth, pose()[None], pose(z=50.0))
+    assert torch.equal(out[0, :, 40:, 30:50], frame[0, :, 40:, 30:50]), "no depth: kept where it is"
+    backed = reproject(frame, depth, pose()[None], pose(z=-100.0))  # stepping back: the wall shrinks
+    assert torch.equal(backed[0, :, :, 0], frame[0, :, :, 0]), "the border nothing reaches keeps its pixels"
+    two = reproject(torch.cat([frame, -frame]), depth.expand(2, -1, -1), torch.stack([pose(), pose()]), pose(z=50.0))
+    assert torch.equal(two[0], out[0]) and torch.equal(two[1], reproject(-frame, depth, pose()[None], pose(z=50.0))[0])
+
+
+@pytest.fixture(scope="module")
+def recordings(tmp_path_factory):
+    return collect_recordings(tmp_path_factory.mktemp("doom-depth"), episodes=1, ticks=120)
+
+
+def test_the_depth_network_learns_the_games_depth(recordings):
+    episode = find_episodes([str(recordings)])[0]
+    frames = torch.from_numpy(episode.frames.read(range(0, 120, 10))).movedim(-1, 1).float() / 127.5 - 1
+    depth = torch.from_numpy(episode.depth.read(range(0, 120, 10))).float() * episode.info["depth_units"]
+    torch.manual_seed(0)
+    net = DepthNet(16)
+    optimizer = torch.optim.Adam(net.parameters(), lr=3e-3)
+    first = None
+    for _ in range(60):
+        loss, relative = depth_loss(net, frames, depth)
+        first = relative.item() if first is None else first
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert relative.item() < 0.5 * first, (first, relative.item())
+    predicted = net.depth(frames)
+    assert predicted.shape == depth.shape and (predicted[depth == 0] == 0).float().mean() > 0.5, "the weapon"
+
+
+def test_items_reproject_the_recalled_frames_by_their_recorded_depth(recordings):
+    episodes = find_episodes([str(recordings)])
+    plain = DoomItems(episodes, context=4, memory=2, recall=Recall(), pose_scale=256.0, memory_dropout=0.0)
+    items = DoomItems(episodes, context=4, memory=2, recall=Recall(), pose_scale=256.0, memory_dropout=0.0,
+                      reproject=True)
+    index = len(items) - 1
+    episode, t = items.locate(index)
+    recalled = items.memory_indices(episode, t)
+    assert len(recalled) >= 1
+    item, raw = items[index], plain[index]
+    depth = items.depth(episode, [*recalled.tolist(), t])
+    expected = reproject(raw["memory"].reshape(2, 3, HEIGHT, WIDTH)[: len(recalled)], depth[:-1],
+                         episode.poses[recalled], episode.poses[t])
+    assert torch.equal(item["memory"].reshape(2, 3, HEIGHT, WIDTH)[: len(recalled)], expected)
+    assert torch.equal(item["target_depth"], depth[-1]) and item["target_depth"].max() > 0
+    episode.depth = None
+    with pytest.raises(ConfigError, match="no 'depth' buffer"):
+        DoomItems([episode], context=4, memory=2, recall=Recall(), pose_scale=256.0, reproject=True)
+
+
+def test_the_dream_recalls_frames_redrawn_from_the_new_pose(tmp_path):
+    world = tiny_doom_world(tmp_path, network={"depth_width": 8, "reproject_memory": True})
+    session = open_session(str(world), device="cpu")
+    with torch.no_grad():  # a depth network that sees walls 100 units away everywhere (and no weapon)
+        session.model.depth_net.head.weight.zero_()
+        session.model.depth_net.head.bias.copy_(torch.tensor([math.log(100 / DEPTH_SCALE)] * 4 + [-10.0] * 4))
+    session.reset()
+    walk, back, stand = actions.encode(["forward"]), actions.encode(["backward"]), actions.encode([])
+    for action in [walk] * 8 + [back] * 8 + [stand] * 24:  # out and back: the first frames are near and old
+        session.step(torch.from_numpy(action))
+    picked = [int(n) for n in session._recalled if n >= 0]
+    assert picked, "frames older than min_age are recalled"
+    slots = [int((session.bank.frame_index[: len(session.bank)] == n).nonzero()[0]) for n in picked]
+    raw, poses = session.bank.latents[slots], session.bank.poses[slots]
+    expected = reproject(raw, session.model.depth_net.depth(raw), poses, session.pose)
+    assert torch.equal(session._memory[: len(picked)], expected)
+    assert not torch.equal(expected, raw), "seen from elsewhere, the recalled frames are redrawn"
+    newest = session.bank.latents[session._last_slot]
+    assert torch.equal(session._clearance, clearance_ahead(session.model.depth_net.depth(newest[None])[0])), \
+        "the next move stops short of the wall the newest frame shows"
+
+
+def test_depth_alone_trains_the_depth_network_and_leaves_the_world_model_as_it_was(recordings, tmp_path):
+    old = DoomWorldModel(**TINY_NETWORK)
+    weights = tmp_path / "old.safetensors"
+    save_file({f"world_model.{k}": v.contiguous() for k, v in old.state_dict().items()}, str(weights))
+    sizes = [f"model.world_model.{k}={v}" for k, v in TINY_NETWORK.items() if k != "frame_size"]
+    cfg = load_train_config("doom_depth", [f"data.paths=[{recordings}]", f"output_dir={tmp_path / 'run'}",
+                                           f"init.world_model={weights}", "model.world_model.depth_width=8",
+                                           "train.steps=3", "train.batch_size=2", "train.checkpoint_every=3",
+                                           "train.progress=false", *sizes])
+    result = train(cfg)
+    trained = load_file(str(result.checkpoint / "ema.safetensors"))
+    assert all(torch.equal(trained[f"world_model.{k}"], v) for k, v in old.state_dict().items())
+    before = DoomWorldModel(**TINY_NETWORK, depth_width=8).depth_net
+    assert any(not torch.equal(trained[f"world_model.depth_net.{k}"], v) for k, v in before.state_dict().items())
+    world = yaml.safe_load(result.world.read_text())
+    network = world["networks"]["world_model"]
+    assert network["depth_width"] == 8 and network["reproject_memory"], "the run's world plays as shipped"
+    with pytest.raises(ConfigError, match="reproject_memory needs a depth network"):
+        DoomWorldModel(**TINY_NETWORK, reproject_memory=True)
+
+
+def test_fine_tuning_starts_a_depth_network_beside_weights_from_before_it():
+    old = DoomWorldModel(**TINY_NETWORK)
+    new = DoomWorldModel(**TINY_NETWORK, depth_width=8)
+    before = {k: v.clone() for k, v in new.depth_net.state_dict().items()}
+    load_keeping_new_depth_net(new, {f"world_model.{k}": v for k, v in old.state_dict().items()}, "world_model.")
+    assert all(torch.equal(new.state_dict()[k], v) for k, v in old.state_dict().items())
+    assert all(torch.equal(new.depth_net.state_dict()[k], v) for k, v in before.items())
+    with pytest.raises(Exception, match="does not fit"):
+        load_keeping_new_depth_net(old, {k: v for k, v in new.state_dict().items()})
+
+
+def test_the_clearance_ahead_is_the_nearest_depth_in_the_way():
+    depth = torch.full((HEIGHT, WIDTH), 500.0)
+    depth[30:34, 38:42] = 60.0
+    depth[30:34, 0:10] = 20.0  # beside the way
+    depth[34:40, 30:50] = 0.0  # no depth (the weapon)
+    assert clearance_ahead(depth) == 60.0
+    assert clearance_ahead(torch.zeros(HEIGHT, WIDTH)) == float("inf")
+
+
+def test_a_wall_ahead_stops_the_dream_pose_where_the_real_player_stops():
+    from engine.families.vizdoom.game import DEPTH_UNITS, DoomGame, DoomSettings
+
+    with DoomGame(DoomSettings(depth=True)) as game:
+        game.new_episode(0)
+        for _ in range(2):  # from the spawn, this heading meets a wall after ~230 map units
+            game.step(actions.encode([], actions.KEY_TURN_DEGREES))
+        start = torch.from_numpy(game.pose().copy())
+        plain, stopped = (DoomMotion(start, 2, torch.device("cpu")) for _ in range(2))
+        walk = torch.from_numpy(actions.encode(["forward"]))
+        for _ in range(60):
+            clearance = clearance_ahead(torch.from_numpy(game.depth()).float() * DEPTH_UNITS)
+            game.step(walk.numpy())
+            through, short = plain.step(walk), stopped.step(walk, clearance)
+        real = torch.from_numpy(game.pose().copy())
+    assert (real[[0, 2]] - start[[0, 2]]).norm() < 300, "the real player stopped at the wall"
+    assert (through[[0, 2]] - real[[0, 2]]).norm() > 300, "without the clearance the dream walks through it"
+    assert (short[[0, 2]] - real[[0, 2]]).norm() < PLAYER_RADIUS
+    free = DoomMotion(start, 2, torch.device("cpu"))
+    assert torch.equal(free.step(walk, torch.tensor(float("inf"))), DoomMotion(start, 2, torch.device("cpu")).step(walk))
+
+
+@pytest.mark.parametrize(("depth", "message"), [
+    (np.zeros((32, 40), np.uint8), r"'depth' is \(3, 32, 40\), expected one \(H, W\) = \(64, 80\) buffer per frame"),
+    (np.zeros((64, 80, 3), np.uint8), r"'depth' is \(3, 64, 80, 3\) uint8, expected \(T, H, W\) uint8"),
+])
+def test_a_recording_with_a_bad_depth_buffer_is_one_line_naming_it(tmp_path, depth, message):
+    stem = tmp_path / "bad"
+    with SegmentWriter(stem, world="doom-game", fps=17.5) as writer:
+        for _ in range(3):
+            writer.append(np.zeros((HEIGHT, WIDTH, 3), np.uint8), np.zeros(7, np.float32), pose=np.zeros(5),
+                          extra={"depth": depth})
+    with pytest.raises(ConfigError, match=f"recording {stem}.npz: {message}"):
+        load_recording_episode(stem.with_suffix(".npz"))
