@@ -51,22 +51,13 @@ class TrainResult:
 
 
 def make_optimizer(model: nn.Module, optim: DictConfig) -> torch.optim.AdamW:
-    """AdamW; matrices and convolution kernels decay, biases, norms and other vectors do not. A training module's
-    `lr_scales` ({parameter name prefix: factor}) gives those parameters that multiple of the learning rate (e.g.
-    a network new to a fine-tuned model); without it the groups are the two above, in that order."""
-    scales = dict(getattr(unwrap(model), "lr_scales", {}))
-    groups: dict[tuple[bool, float], list[nn.Parameter]] = {}
-    for decay in (True, False):
-        for scale in (1.0, *sorted(set(scales.values()) - {1.0})):
-            groups[decay, scale] = []
-    for name, param in unwrap(model).named_parameters():
-        if param.requires_grad:
-            scale = next((f for prefix, f in scales.items() if name.startswith(prefix)), 1.0)
-            groups[param.dim() >= 2, float(scale)].append(param)
-    return torch.optim.AdamW([{"params": params, "lr_scale": scale,
-                               "weight_decay": float(optim.weight_decay) if decay else 0.0}
-                              for (decay, scale), params in groups.items() if params or scale == 1.0],
-                             lr=float(optim.lr), betas=tuple(optim.betas), eps=float(optim.eps))
+    """AdamW; matrices and convolution kernels decay, biases, norms and other vectors do not."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.dim() >= 2]
+    no_decay = [p for p in params if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": float(optim.weight_decay)},
+              {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=float(optim.lr), betas=tuple(optim.betas), eps=float(optim.eps))
 
 
 def autocast_context(cfg: DictConfig, device: torch.device):
@@ -159,7 +150,7 @@ class Trainer:
         lr = float(optim.lr) * warmup_cosine_factor(step, int(optim.warmup_steps), self.total,
                                                     float(optim.min_lr_ratio))
         for group in self.optimizer.param_groups:
-            group["lr"] = lr * group.get("lr_scale", 1.0)  # checkpoints from before the scales have none
+            group["lr"] = lr
         with autocast_context(cfg, ctx.device):
             loss, logs = self.model(batch, rng)
         loss.backward()

@@ -8,9 +8,7 @@ noise level of its own from the same distribution, shifted down by `context.shif
 (sigma uniform in `heavy_sigma`): then the recalled memory frames are what shows the place, which teaches the
 model to use them (in one-step training a clean context alone shows almost everything). The regression target is
 EDM's (x0 - c_skip * x_noisy) / c_out. A world model with a depth network adds its loss (`depth.depth_loss` on
-the clean target frame and its recorded depth), weighted by `depth_weight`; the depth network learns at
-`depth_lr_scale` times the learning rate (it starts from scratch when a world model is fine-tuned to have one).
-With `denoising_weight` 0 the depth network trains alone and the world model stays as it was.
+the clean target frame and its recorded depth), weighted by `depth_weight`. With `denoising_weight` 0 the depth network trains alone and the world model stays as it was.
 """
 
 from __future__ import annotations
@@ -44,7 +42,7 @@ class DoomDenoising(nn.Module):
     `actions` (B, n, A), `target` (B, 3, H, W), frames in [-1, 1]; `target_depth` (B, H, W) with a depth net."""
 
     def __init__(self, world_model: DoomWorldModel, sigmas: SigmaDistribution, context: ContextNoise,
-                 denoising_weight: float = 1.0, depth_weight: float = 1.0, depth_lr_scale: float = 1.0) -> None:
+                 denoising_weight: float = 1.0, depth_weight: float = 1.0) -> None:
         super().__init__()
         if denoising_weight <= 0 and (world_model.depth_net is None or depth_weight <= 0):
             raise ConfigError("loss: with denoising_weight 0 only a depth network (depth_width > 0, depth_weight "
@@ -52,7 +50,6 @@ class DoomDenoising(nn.Module):
         self.world_model = world_model
         self.sigmas, self.context_noise = sigmas, context
         self.denoising_weight, self.depth_weight = float(denoising_weight), float(depth_weight)
-        self.lr_scales = {"world_model.depth_net.": float(depth_lr_scale)}  # the trainer's optimizer reads it
 
     def forward(self, batch: dict[str, torch.Tensor], rng: BatchRandom) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         model = self.world_model

@@ -35,8 +35,7 @@ class DoomRecipe:
                                    ContextNoise(**{k: tuple(v) if isinstance(v, list) else v
                                                    for k, v in loss.get("context_noise", {}).items()}),
                                    denoising_weight=float(loss.get("denoising_weight", 1.0)),
-                                   depth_weight=float(loss.get("depth_weight", 1.0)),
-                                   depth_lr_scale=float(loss.get("depth_lr_scale", 1.0)))
+                                   depth_weight=float(loss.get("depth_weight", 1.0)))
         data = OmegaConf.to_container(cfg.data, resolve=True)
         self.recall_cfg = data.get("recall", {})
         mcfg = world_model.cfg

@@ -120,7 +120,6 @@ class Loss:
     context_noise: ContextNoise = field(default_factory=ContextNoise)
     denoising_weight: float = real(1.0, 0, 1e3)  # 0: train the depth network alone, the world model as it is
     depth_weight: float = real(1.0, 0, 1e3)  # the depth network's loss beside the denoising loss
-    depth_lr_scale: float = real(1.0, above=0, high=1e3)  # the depth network's learning rate / optim.lr
 
 
 @dataclass
