@@ -35,6 +35,7 @@ class DoomItems(Dataset):
                  pose_scale: float, memory_dropout: float = 0.2, stride: int = 2, max_candidates: int = 256,
                  depth: bool = False, reproject: bool = False, seed: int = 0) -> None:
         self.episodes = [ep for ep in episodes if ep.num_frames > context + 1]
+        self.with_depth, self.reproject = bool(depth or reproject), bool(reproject)
         if not self.episodes:
             raise ConfigError(f"DoomItems: no episode has more than {context + 1} frames ({len(episodes)} episodes)")
         for episode in self.episodes:
@@ -42,14 +43,13 @@ class DoomItems(Dataset):
             if not torch.isfinite(episode.poses).all():
                 raise ConfigError(f"episode {episode.source or episode.name} has frames without a pose: the Doom "
                                   "world model recalls frames by pose")
-            if (depth or reproject) and (episode.depth is None or not episode.info.get("depth_units")):
+            if self.with_depth and (episode.depth is None or not episode.info.get("depth_units")):
                 raise ConfigError(f"episode {episode.source or episode.name} has no 'depth' buffer with its "
                                   "depth_units: a world model with a depth network (depth_width > 0) learns depth "
                                   "from the game's; collect the data again (python -m engine.train.collect)")
         self.context, self.memory, self.recall = int(context), int(memory), recall
         self.pose_scale, self.memory_dropout = float(pose_scale), float(memory_dropout)
         self.stride, self.max_candidates = int(stride), int(max_candidates)
-        self.with_depth, self.reproject = bool(depth or reproject), bool(reproject)
         self.seed, self.epoch = int(seed), 0
         self._ends = np.cumsum([ep.num_frames - 1 for ep in self.episodes])
 

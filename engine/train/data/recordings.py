@@ -56,8 +56,7 @@ class NpzFrames:
             shape, dtype, self._offset = _npy_layout(path, f"{name}.npy")
         except (OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:
             raise ConfigError(f"recording {path}: '{name}' is not readable ({exc})") from None
-        layout = (4, channels) if channels else (3, None)
-        if len(shape) != layout[0] or (channels and shape[3] != channels) or dtype != np.uint8:
+        if len(shape) != (4 if channels else 3) or (channels and shape[3] != channels) or dtype != np.uint8:
             expected = f"(T, H, W, {channels})" if channels else "(T, H, W)"
             raise ConfigError(f"recording {path}: '{name}' is {shape} {dtype}, expected {expected} uint8")
         self.shape = shape
@@ -86,7 +85,8 @@ class NpzFrames:
             yield np.array(self.array[first:min(first + chunk, stop)])
 
 
-def _read_arrays(path: Path) -> tuple[dict[str, np.ndarray], dict]:
+def _read_arrays(path: Path) -> tuple[dict[str, np.ndarray], dict, set[str]]:
+    """The small per-frame arrays, the metadata and the names of every array in the npz."""
     try:
         with np.load(path, allow_pickle=False) as data:
             names = set(data.files)
@@ -94,10 +94,10 @@ def _read_arrays(path: Path) -> tuple[dict[str, np.ndarray], dict]:
             if missing:
                 raise ConfigError(f"recording {path} lacks '{missing[0]}' (expected frames, actions, poses, metadata)")
             arrays = {key: data[key] for key in ("actions", "poses", "rewards", "ends") if key in names}
-            metadata = json.loads(data["metadata"].item()) | {"has_depth": "depth" in names}
+            metadata = json.loads(data["metadata"].item())
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
         raise ConfigError(f"recording {path} is not a readable npz ({exc})") from None
-    return arrays, metadata
+    return arrays, metadata, names
 
 
 def _per_frame(arrays: dict[str, np.ndarray], key: str, count: int, path: Path) -> np.ndarray | None:
@@ -117,7 +117,7 @@ def load_recording_episode(path: str | Path) -> Episode:
         path = path.with_suffix(".npz")
     if not path.is_file():
         raise ConfigError(f"recording {path} does not exist")
-    arrays, metadata = _read_arrays(path)
+    arrays, metadata, names = _read_arrays(path)
     frames = NpzFrames(path)
     count = frames.num_frames
     if count == 0:
@@ -129,7 +129,7 @@ def load_recording_episode(path: str | Path) -> Episode:
                               f"{np.dtype(dtype)} with {count} rows")
     rewards = _per_frame(arrays, "rewards", count, path)
     ends = _per_frame(arrays, "ends", count, path)
-    depth = NpzFrames(path, "depth", channels=None) if metadata["has_depth"] else None
+    depth = NpzFrames(path, "depth", channels=None) if "depth" in names else None
     if depth is not None and (depth.num_frames, depth.size) != (count, frames.size):
         raise ConfigError(f"recording {path}: 'depth' is {depth.shape}, expected one (H, W) = {frames.size} "
                           f"buffer per frame ({count})")
