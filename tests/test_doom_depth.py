@@ -19,7 +19,7 @@ from engine.families.doom.depth import DEPTH_SCALE, DepthNet, depth_loss
 from engine.families.doom.motion import PLAYER_RADIUS, DoomMotion, clearance_ahead
 from engine.families.doom.network import DoomWorldModel
 from engine.families.doom.recall import Recall
-from engine.families.doom.recipe import load_keeping_new_depth_net
+from engine.families.doom.recipe import load_keeping_new_parts
 from engine.families.doom.reproject import reproject
 from engine.recordings import SegmentWriter
 from engine.train.config import load_train_config
@@ -180,11 +180,11 @@ def test_fine_tuning_starts_a_depth_network_beside_weights_from_before_it():
     old = DoomWorldModel(**TINY_NETWORK)
     new = DoomWorldModel(**TINY_NETWORK, depth_width=8)
     before = {k: v.clone() for k, v in new.depth_net.state_dict().items()}
-    load_keeping_new_depth_net(new, {f"world_model.{k}": v for k, v in old.state_dict().items()}, "world_model.")
+    load_keeping_new_parts(new, {f"world_model.{k}": v for k, v in old.state_dict().items()}, "world_model.")
     assert all(torch.equal(new.state_dict()[k], v) for k, v in old.state_dict().items())
     assert all(torch.equal(new.depth_net.state_dict()[k], v) for k, v in before.items())
     with pytest.raises(Exception, match="does not fit"):
-        load_keeping_new_depth_net(old, {k: v for k, v in new.state_dict().items()})
+        load_keeping_new_parts(old, {k: v for k, v in new.state_dict().items()})
 
 
 def test_the_clearance_ahead_is_the_nearest_depth_in_the_way():

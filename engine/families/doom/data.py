@@ -10,7 +10,10 @@ probability `memory_dropout` an item has no memory at all, so the model also pla
 With `depth` (a world model with a depth network), the recordings must carry the game's depth buffer and the item
 holds frame t's depth (`target_depth`, map units) for the depth network's loss; with `reproject` too, each
 recalled frame is redrawn from frame t's pose by its recorded depth (`reproject`), as the session redraws it by
-its predicted depth in play.
+its predicted depth in play, and `memory_drawn` says which of its pixels were drawn (for the blend network).
+With `rollout` K > 0 the item also holds what an open-loop run of K ticks into frame t starts from: the
+`rollout_context` frames t-K-n .. t-K-1 and the `rollout_actions` that led into t-K-n+1 .. t, so that the blend
+network trains on the frames the dream makes from its own frames, as in play, not only from real ones.
 
 Random draws come from a generator seeded by (seed, epoch, index), as every dataset of the trainer.
 """
@@ -26,14 +29,14 @@ from torch.utils.data import Dataset
 from engine.errors import ConfigError
 from engine.families.doom.network import memory_pose_features
 from engine.families.doom.recall import Recall
-from engine.families.doom.reproject import reproject
+from engine.families.doom.reproject import reproject_drawn
 from engine.train.data.episode import Episode, to_model_frames
 
 
 class DoomItems(Dataset):
     def __init__(self, episodes: Sequence[Episode], *, context: int, memory: int, recall: Recall,
                  pose_scale: float, memory_dropout: float = 0.2, stride: int = 2, max_candidates: int = 256,
-                 depth: bool = False, reproject: bool = False, seed: int = 0) -> None:
+                 depth: bool = False, reproject: bool = False, rollout: int = 0, seed: int = 0) -> None:
         self.episodes = [ep for ep in episodes if ep.num_frames > context + 1]
         self.with_depth, self.reproject = bool(depth or reproject), bool(reproject)
         if not self.episodes:
@@ -50,6 +53,9 @@ class DoomItems(Dataset):
         self.context, self.memory, self.recall = int(context), int(memory), recall
         self.pose_scale, self.memory_dropout = float(pose_scale), float(memory_dropout)
         self.stride, self.max_candidates = int(stride), int(max_candidates)
+        self.rollout = int(rollout)
+        if self.rollout < 0:
+            raise ConfigError(f"DoomItems: rollout must be >= 0 ticks, got {rollout}")
         self.seed, self.epoch = int(seed), 0
         self._ends = np.cumsum([ep.num_frames - 1 for ep in self.episodes])
 
@@ -80,26 +86,38 @@ class DoomItems(Dataset):
         drop = np.random.default_rng(state).random() < self.memory_dropout
         n, m = self.context, self.memory
         context = [max(0, t - n + k) for k in range(n)]
+        start = [max(0, t - self.rollout - n + k) for k in range(n)] if self.rollout else []
         recalled = torch.zeros(0, dtype=torch.int64) if drop else self.memory_indices(episode, t)
-        frames = to_model_frames(episode.require_frames().read([*context, *recalled.tolist(), t]))
+        frames = to_model_frames(episode.require_frames().read([*start, *context, *recalled.tolist(), t]))
+        rollout_context, frames = frames[:len(start)], frames[len(start):]
         height, width = frames.shape[-2:]
         memory = torch.zeros((m, 3, height, width))
         memory[: len(recalled)] = frames[n:n + len(recalled)]
         valid = torch.arange(m) < len(recalled)
         memory_poses = torch.zeros((m, 5))
         memory_poses[: len(recalled)] = episode.poses[recalled]
-        action_rows = torch.tensor([t - n + 1 + k for k in range(n)])
-        actions = episode.actions[action_rows.clamp(min=0)] * (action_rows >= 0)[:, None]
         item = {"context": frames[:n].reshape(3 * n, height, width),
                 "memory_pose": memory_pose_features(episode.poses[t], memory_poses, valid, self.pose_scale),
-                "actions": actions.float(), "target": frames[-1]}
+                "actions": self.actions(episode, t - n + 1, n), "target": frames[-1]}
+        if self.rollout:
+            item["rollout_context"] = rollout_context.reshape(3 * n, height, width)
+            item["rollout_actions"] = self.actions(episode, t - self.rollout - n + 1, n + self.rollout)
         if self.with_depth:
             depth = self.depth(episode, [*recalled.tolist(), t] if self.reproject else [t])
             if self.reproject:
-                memory[: len(recalled)] = reproject(memory[: len(recalled)], depth[:-1], episode.poses[recalled],
-                                                    episode.poses[t])
+                drawn = torch.zeros((m, height, width))
+                memory[: len(recalled)], reached = reproject_drawn(memory[: len(recalled)], depth[:-1],
+                                                                   episode.poses[recalled], episode.poses[t])
+                drawn[: len(recalled)] = reached[:, 0].float()
+                item["memory_drawn"] = drawn
             item["target_depth"] = depth[-1]
         return item | {"memory": memory.reshape(3 * m, height, width)}
+
+    @staticmethod
+    def actions(episode: Episode, first: int, count: int) -> torch.Tensor:
+        """(count, A) float actions of rows first .. first+count-1, zeros before the episode's start."""
+        rows = torch.arange(first, first + count)
+        return (episode.actions[rows.clamp(min=0)] * (rows >= 0)[:, None]).float()
 
     @staticmethod
     def depth(episode: Episode, indices: list[int]) -> torch.Tensor:

@@ -15,7 +15,9 @@ F(noisy next frame, noise level, context frames, actions, memory frames, their r
 - EDM preconditioning with DIAMOND's offset noise, output clamped and quantised to the 256 uint8 levels;
 - with `depth_width` > 0, a depth network of that width (`depth.DepthNet`) beside the denoiser: the session
   stops the dream's pose at the walls it predicts and, with `reproject_memory`, reprojects each recalled frame
-  to the new pose by its predicted depth (`reproject`) before the model sees it, in play as in training.
+  to the new pose by its predicted depth (`reproject`) before the model sees it, in play as in training;
+- with `blend_width` > 0 too, a blend network of that width (`blend.MemoryBlend`) after the sampler: per pixel,
+  how much of the dream comes from the model's frame and how much from each reprojected recalled frame.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from engine.core.module import Placed
 from engine.errors import ConfigError
 from engine.families.diamond.denoiser import Conditioners, quantize
 from engine.families.diamond.unet import FourierFeatures, GroupNorm, UNet
+from engine.families.doom.blend import MemoryBlend
 from engine.families.doom.depth import DepthNet
 
 POSE_FEATURES = 6  # right, up, forward (/ pose_scale), sin and cos of the yaw difference, valid
@@ -53,6 +56,7 @@ class DoomModelConfig:
     pose_scale: float = 256.0  # map units per unit of the relative-pose features
     depth_width: int = 0  # channels of the depth network (0: none)
     reproject_memory: bool = False  # recalled frames reach the model redrawn from its pose by their depth
+    blend_width: int = 0  # channels of the blend network (0: none; needs reproject_memory)
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], source: str = "networks.world_model") -> DoomModelConfig:
@@ -66,12 +70,16 @@ class DoomModelConfig:
         multiple = SPACE_TO_DEPTH * 2 ** (len(cfg.channels) - 1)
         if height % multiple or width % multiple:
             raise ConfigError(f"{source}: frame_size {height}x{width} must be a multiple of {multiple}")
-        if cfg.context < 1 or cfg.memory < 0 or cfg.action_dim < 1 or cfg.depth_width < 0:
-            raise ConfigError(f"{source}: needs context >= 1, memory >= 0, action_dim >= 1 and depth_width >= 0")
+        if cfg.context < 1 or cfg.memory < 0 or cfg.action_dim < 1 or cfg.depth_width < 0 or cfg.blend_width < 0:
+            raise ConfigError(f"{source}: needs context >= 1, memory >= 0, action_dim >= 1, depth_width >= 0 and "
+                              "blend_width >= 0")
         if cfg.depth_width % 8:
             raise ConfigError(f"{source}: depth_width must be a multiple of 8 (its group norms), got {cfg.depth_width}")
         if cfg.reproject_memory and not cfg.depth_width:
             raise ConfigError(f"{source}: reproject_memory needs a depth network (depth_width > 0)")
+        if cfg.blend_width and not (cfg.reproject_memory and cfg.memory):
+            raise ConfigError(f"{source}: blend_width needs memory frames redrawn by depth (memory > 0, "
+                              "reproject_memory: true)")
         return cfg
 
 
@@ -81,13 +89,14 @@ class DoomWorldModel(Placed, nn.Module):
     def __init__(self, frame_size: Sequence[int] = (64, 80), context: int = 4, memory: int = 2, action_dim: int = 7,
                  cond_channels: int = 256, channels: Sequence[int] = (64, 96, 128), depths: Sequence[int] = (2, 2, 2),
                  attn_depths: Sequence[int] = (0, 0, 1), sigma_data: float = 0.5, sigma_offset_noise: float = 0.3,
-                 pose_scale: float = 256.0, depth_width: int = 0, reproject_memory: bool = False) -> None:
+                 pose_scale: float = 256.0, depth_width: int = 0, reproject_memory: bool = False,
+                 blend_width: int = 0) -> None:
         super().__init__()
         self.cfg = cfg = DoomModelConfig.from_mapping({
             "frame_size": frame_size, "context": context, "memory": memory, "action_dim": action_dim,
             "cond_channels": cond_channels, "channels": channels, "depths": depths, "attn_depths": attn_depths,
             "sigma_data": sigma_data, "sigma_offset_noise": sigma_offset_noise, "pose_scale": pose_scale,
-            "depth_width": depth_width, "reproject_memory": reproject_memory})
+            "depth_width": depth_width, "reproject_memory": reproject_memory, "blend_width": blend_width})
         cc = cfg.cond_channels
         self.noise_emb = FourierFeatures(cc)
         self.noise_cond_emb = FourierFeatures(cc)
@@ -102,6 +111,7 @@ class DoomWorldModel(Placed, nn.Module):
         nn.init.zeros_(self.conv_out.weight)
         nn.init.zeros_(self.conv_out.bias)
         self.depth_net = DepthNet(cfg.depth_width) if cfg.depth_width else None
+        self.blend_net = MemoryBlend(cfg.memory, cfg.blend_width, POSE_FEATURES) if cfg.blend_width else None
 
     def config_dict(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self.cfg).items()}

@@ -29,13 +29,15 @@ class DoomRecipe:
         self.cfg = cfg
         self.network_cfg = OmegaConf.to_container(cfg.model[ROLE], resolve=True)
         world_model = DoomWorldModel(**self.network_cfg)
-        load_initial_weights(cfg, {ROLE: world_model}, load=load_keeping_new_depth_net)
+        load_initial_weights(cfg, {ROLE: world_model}, load=load_keeping_new_parts)
         loss = OmegaConf.to_container(cfg.get("loss") or OmegaConf.create({}), resolve=True)
         self.model = DoomDenoising(world_model, SigmaDistribution(**loss.get("sigma_distribution", {})),
                                    ContextNoise(**{k: tuple(v) if isinstance(v, list) else v
                                                    for k, v in loss.get("context_noise", {}).items()}),
                                    denoising_weight=float(loss.get("denoising_weight", 1.0)),
-                                   depth_weight=float(loss.get("depth_weight", 1.0)))
+                                   depth_weight=float(loss.get("depth_weight", 1.0)),
+                                   blend_weight=float(loss.get("blend_weight", 0.0)),
+                                   play_sampler=self.play_world().sampler)
         data = OmegaConf.to_container(cfg.data, resolve=True)
         self.recall_cfg = data.get("recall", {})
         mcfg = world_model.cfg
@@ -43,7 +45,12 @@ class DoomRecipe:
                                  recall=Recall(**self.recall_cfg), pose_scale=mcfg.pose_scale,
                                  memory_dropout=float(data.get("memory_dropout", 0.2)),
                                  stride=int(data.get("stride", 2)), depth=world_model.depth_net is not None,
-                                 reproject=mcfg.reproject_memory, seed=int(cfg.seed))
+                                 reproject=mcfg.reproject_memory, rollout=int(data.get("rollout", 0)),
+                                 seed=int(cfg.seed))
+
+    def play_world(self) -> DictConfig:
+        """The world yaml the run writes, before its checkpoint and network sizes: the sampler it plays with."""
+        return OmegaConf.merge(OmegaConf.load(WORLDS_DIR / "doom.yaml"), self.cfg.get("world") or {})
 
     def prepare(self, batch: dict[str, torch.Tensor], rng: BatchRandom) -> dict[str, torch.Tensor]:
         return batch
@@ -57,15 +64,18 @@ class DoomRecipe:
         return write_world_yaml(run_dir, world, self.cfg.get("world"))
 
 
-def load_keeping_new_depth_net(module: DoomWorldModel, state: dict[str, torch.Tensor], prefix: str | None = None
-                               ) -> None:
-    """Strict loading, except that weights from before the depth network (no `depth_net.` key) leave the new
-    depth network as initialised: a world model gains one by fine-tuning."""
-    depth_keys = [key for key in state if key.removeprefix(prefix or "").startswith("depth_net.")]
-    if module.depth_net is None or depth_keys:
-        load_into(module, state, prefix=prefix)
-        return
-    fresh = {f"{prefix or ''}depth_net.{key}": value for key, value in module.depth_net.state_dict().items()}
+NEW_PARTS = ("depth_net", "blend_net")  # networks a trained world model may gain by a later stage
+
+
+def load_keeping_new_parts(module: DoomWorldModel, state: dict[str, torch.Tensor], prefix: str | None = None
+                           ) -> None:
+    """Strict loading, except that weights from before the depth or blend network (no `depth_net.` or
+    `blend_net.` key) leave that new network as initialised: a world model gains one by a later stage."""
+    fresh = {}
+    for name in NEW_PARTS:
+        part = getattr(module, name)
+        if part is not None and not any(key.removeprefix(prefix or "").startswith(f"{name}.") for key in state):
+            fresh |= {f"{prefix or ''}{name}.{key}": value for key, value in part.state_dict().items()}
     load_into(module, {**state, **fresh}, prefix=prefix)
 
 

@@ -41,9 +41,15 @@ def _subpixels(height: int, width: int, device: torch.device) -> tuple[torch.Ten
 def reproject(frames: torch.Tensor, depth: torch.Tensor, poses: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """frames (M, C, H, W) seen from poses (M, 5) with planar depth (M, H, W) in map units (<= 0: none, e.g.
     the weapon), drawn from the pose `target` (5,); poses are (x, feet height, z, pitch, yaw in degrees)."""
+    return reproject_drawn(frames, depth, poses, target)[0]
+
+
+def reproject_drawn(frames: torch.Tensor, depth: torch.Tensor, poses: torch.Tensor, target: torch.Tensor
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """`reproject`'s frames and which of their pixels a recalled pixel with depth reached, bool (M, 1, H, W)."""
     count, channels, height, width = frames.shape
     if count == 0:
-        return frames
+        return frames, torch.zeros((0, 1, height, width), dtype=torch.bool, device=frames.device)
     device = frames.device
     focal = width / 2
     v, u = _subpixels(height, width, device)
@@ -77,4 +83,4 @@ def reproject(frames: torch.Tensor, depth: torch.Tensor, poses: torch.Tensor, ta
     drawn = (total / hits.clamp(min=1)[:, None]).reshape(count, height, width, channels).movedim(-1, 1)
     reached = (hits > 0).reshape(count, 1, height, width)
     fixed = (depth <= 0)[:, None]  # drawn in front of everything, in the same place from any pose
-    return torch.where(reached & ~fixed, drawn, frames.float()).to(frames.dtype)
+    return torch.where(reached & ~fixed, drawn, frames.float()).to(frames.dtype), reached & ~fixed

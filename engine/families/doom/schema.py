@@ -35,6 +35,7 @@ class WorldModel:
     pose_scale: float = real(256.0, above=0, high=1e6)
     depth_width: int = integer(0, 0, 4096)  # the depth network's channels (0: none)
     reproject_memory: bool = False  # recalled frames redrawn from the new pose by their depth
+    blend_width: int = integer(0, 0, 4096)  # the blend network's channels (0: none)
 
 
 @dataclass
@@ -118,8 +119,9 @@ class ContextNoise:
 class Loss:
     sigma_distribution: SigmaDistribution = field(default_factory=SigmaDistribution)
     context_noise: ContextNoise = field(default_factory=ContextNoise)
-    denoising_weight: float = real(1.0, 0, 1e3)  # 0: train the depth network alone, the world model as it is
+    denoising_weight: float = real(1.0, 0, 1e3)  # 0: train the depth or blend network alone, the world model as it is
     depth_weight: float = real(1.0, 0, 1e3)  # the depth network's loss beside the denoising loss
+    blend_weight: float = real(0.0, 0, 1e3)  # the blend network's loss, on the play sampler's frames
 
 
 @dataclass
@@ -128,6 +130,7 @@ class Data:
     memory_dropout: float = real(0.2, 0, 1)
     stride: int = integer(2, 1, 10**6)
     recall: Recall = field(default_factory=Recall)
+    rollout: int = integer(0, 0, 64)  # open-loop ticks the blend network's items run before the frame it mixes
 
 
 @dataclass

@@ -7,7 +7,8 @@ Tick stages:
    (`recall.Recall`), with their poses relative to it; with `reproject_memory` the model sees them redrawn from
    the new pose by their predicted depth (`reproject`);
 3. `sample`: a few EDM Euler steps of the world model on the context frames, their actions and the recalled
-   frames (`network.DoomWorldModel`);
+   frames (`network.DoomWorldModel`); with a blend network, the frame is then mixed per pixel with the
+   reprojected recalled frames (`blend`);
 4. `store`: the new frame into the context ring and the memory bank (`engine.memory.bank`), which keeps
    covering every place and direction seen once it is full.
 
@@ -25,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from engine.actions import doom as actions
 from engine.core.config import load_world_config
-from engine.core.noise import ResettableNoise, SeededNoise
+from engine.core.noise import NoiseSource, ResettableNoise, SeededNoise
 from engine.core.ring import Ring
 from engine.core.session import SessionBase, SessionOptions, StepResult
 from engine.errors import ConfigError
@@ -34,7 +35,7 @@ from engine.families.diamond.edm import build_sigmas
 from engine.families.doom.motion import FRICTION, DoomMotion, clearance_ahead
 from engine.families.doom.network import DoomWorldModel, memory_pose_features
 from engine.families.doom.recall import Recall
-from engine.families.doom.reproject import reproject
+from engine.families.doom.reproject import reproject_drawn
 from engine.families.vizdoom.world import spawn_frame
 from engine.memory.bank import BankSettings, MemoryBank
 from engine.recordings import read_recording
@@ -58,10 +59,12 @@ class DoomSampler:
     `memory_guidance` w > 0 is classifier-free guidance (Ho & Salimans 2022) on the recalled frames: while any
     slot holds one, each step denoises with and without them in one batch of two and takes
     D_memory + w * (D_memory - D_no_memory). The model learned the memoryless case from the items trained
-    without memory (`data.memory_dropout`); guidance makes it lean on what it recalled.
+    without memory (`data.memory_dropout`); guidance makes it lean on what it recalled. A world model with a blend
+    network then mixes the frame with the recalled ones (`blend.MemoryBlend`); that network's training calls
+    `denoise`, the steps alone, on batches of items for the frames it learns to mix.
     """
 
-    def __init__(self, model: DoomWorldModel, sampler: DictConfig, noise: ResettableNoise) -> None:
+    def __init__(self, model: DoomWorldModel, sampler: DictConfig, noise: NoiseSource) -> None:
         self.model, self.noise = model, noise
         steps = int(sampler.num_steps_denoising)
         self.sigmas = build_sigmas(steps, float(sampler.sigma_min), float(sampler.sigma_max), float(sampler.rho),
@@ -70,26 +73,38 @@ class DoomSampler:
         self.memory_guidance = float(sampler.get("memory_guidance", 0.0))
         self.steps = steps
 
-    def sample(self, context: torch.Tensor, memory: torch.Tensor, actions: torch.Tensor,
-               memory_pose: torch.Tensor) -> torch.Tensor:
-        """(1, 3, H, W) quantised frame in [-1, 1] from context (1, 3n, H, W), memory (1, 3m, H, W)."""
-        height, width = context.shape[-2:]
+    def sample(self, context: torch.Tensor, memory: torch.Tensor, actions: torch.Tensor, memory_pose: torch.Tensor,
+               drawn: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, 3, H, W) quantised frames in [-1, 1] from context (B, 3n, H, W), memory (B, 3m, H, W); with the
+        model's blend network and `drawn` (B, m, H, W, `reproject_drawn`), mixed with the recalled frames."""
+        denoised = self.denoise(context, memory, actions, memory_pose)
+        blend = self.model.blend_net
+        if blend is None or drawn is None or not bool(memory_pose[..., -1].any()):
+            return denoised
+        mixed = blend(denoised.to(self.model.dtype), memory.to(self.model.dtype), drawn, memory_pose)
+        return quantize(mixed.to(self.model.dtype)).float()
+
+    def denoise(self, context: torch.Tensor, memory: torch.Tensor, actions: torch.Tensor,
+                memory_pose: torch.Tensor) -> torch.Tensor:
+        """The Euler steps alone: (B, 3, H, W) quantised frames in [-1, 1], as the world model makes them."""
+        batch, height, width = len(context), *context.shape[-2:]
         dtype = self.model.dtype
-        x = self.noise.draw((1, 3, height, width), context.device) * self.sigmas[0]
+        x = self.noise.draw((batch, 3, height, width), context.device) * self.sigmas[0]
         guided = self.memory_guidance > 0 and bool(memory_pose.any())
-        if guided:  # row 0 with the recalled frames, row 1 without (zeros, as an empty slot)
+        if guided:  # rows 0..B-1 with the recalled frames, rows B.. without (zeros, as empty slots)
             context, actions = torch.cat([context, context]), torch.cat([actions, actions])
             memory = torch.cat([memory, torch.zeros_like(memory)])
             memory_pose = torch.cat([memory_pose, torch.zeros_like(memory_pose)])
         cond = [t.to(dtype) for t in (context, memory, actions, memory_pose)]
-        batch = len(cond[0])
-        sigma_cond = self.sigma_cond.expand(batch).to(dtype)
+        rows = len(cond[0])
+        sigma_cond = self.sigma_cond.expand(rows).to(dtype)
         denoised = x
         for sigma, next_sigma in zip(self.sigmas[:-1], self.sigmas[1:], strict=True):
-            out = self.model.denoise_unquantized(x.expand(batch, -1, -1, -1).to(dtype),
-                                                 sigma.reshape(1).expand(batch).to(dtype), *cond, sigma_cond).float()
+            noisy = (x.repeat(2, 1, 1, 1) if guided else x).to(dtype)
+            out = self.model.denoise_unquantized(noisy, sigma.reshape(1).expand(rows).to(dtype), *cond,
+                                                 sigma_cond).float()
             if guided:
-                out = out[:1] + self.memory_guidance * (out[:1] - out[1:])
+                out = out[:batch] + self.memory_guidance * (out[:batch] - out[batch:])
             denoised = quantize(out.to(dtype)).float()  # in the model's dtype, as `denoise` snaps
             x = x + (x - denoised) / sigma * (next_sigma - sigma)
         return denoised
@@ -149,6 +164,7 @@ class DoomDreamSession(SessionBase):
         self._actions = Ring((mcfg.action_dim,), mcfg.context, self.device)
         self._memory = torch.zeros((mcfg.memory, 3, height, width), device=self.device)
         self._memory_poses = torch.zeros((mcfg.memory, 5), device=self.device)
+        self._drawn = torch.zeros((mcfg.memory, height, width), dtype=torch.bool, device=self.device)
         self._recalled = torch.full((mcfg.memory,), -1, dtype=torch.int64, device=self.device)
         self._history: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
         self._clearance: torch.Tensor | None = None
@@ -213,6 +229,7 @@ class DoomDreamSession(SessionBase):
         """Fill the memory slots with the bank's best frames for `pose` among those at least `min_age` ticks old."""
         m = self.model.cfg.memory
         self._memory.zero_()
+        self._drawn.zero_()
         self._recalled.fill_(-1)
         if not self.memory["enabled"] or m == 0:
             return
@@ -226,7 +243,8 @@ class DoomDreamSession(SessionBase):
         count = len(picked)
         recalled, poses = self.bank.latents[picked], self.bank.poses[picked]
         if self.model.cfg.reproject_memory and count:
-            recalled = reproject(recalled, self._depth_of(picked), poses, pose)
+            recalled, drawn = reproject_drawn(recalled, self._depth_of(picked), poses, pose)
+            self._drawn[:count] = drawn[:, 0]
         self._memory[:count] = recalled
         self._memory_poses[:count] = poses
         self._recalled[:count] = self.bank.frame_index[picked]
@@ -248,7 +266,7 @@ class DoomDreamSession(SessionBase):
             self._actions.set_newest(values.to(self.device)[None])
             context = self._frames.window(cfg.context).reshape(1, 3 * cfg.context, *cfg.frame_size)
             frame = self.sampler.sample(context, self._memory.reshape(1, -1, *cfg.frame_size),
-                                        self._actions.window(cfg.context), features)
+                                        self._actions.window(cfg.context), features, self._drawn[None])
         with self.timer.stage("store"):
             self._frames.advance()
             self._frames.set_newest(frame)
