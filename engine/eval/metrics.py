@@ -37,6 +37,12 @@ def ssim_per_frame(pred: Frames, target: Frames, *, batch_size: int | None = Non
     return _per_frame(pred, target, batch_size, _ssim)
 
 
+def psnr_db(mse: torch.Tensor) -> torch.Tensor:
+    """PSNR of a mean squared error between images in [-1, 1] (equal to PSNR on [0, 1] or uint8 pixels): the
+    training-side figure of a loss that already has the error, without a second pass over the frames."""
+    return 10 * torch.log10(4 / mse.clamp(min=1e-10))
+
+
 def _psnr(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return peak_signal_noise_ratio(pred, target, data_range=1.0, reduction="none", dim=(1, 2, 3))
 

@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from engine.eval.metrics import psnr_db
+
 SPACE_TO_DEPTH = 2
 
 
@@ -60,6 +62,4 @@ def blend_loss(net: MemoryBlend, frame: torch.Tensor, memory: torch.Tensor, draw
     """(mean squared error of the mixture against the real frame, its mean PSNR); frames in [-1, 1]."""
     mixed = net(frame, memory, drawn, memory_pose)
     error = (mixed - target.float()).pow(2).flatten(1).mean(1)
-    with torch.no_grad():
-        psnr = -10 * torch.log10((error / 4).clamp(min=1e-10))
-    return error.mean(), psnr.mean()
+    return error.mean(), psnr_db(error.detach()).mean()

@@ -24,6 +24,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from engine.errors import ConfigError
+from engine.eval.metrics import psnr_db
 from engine.families.diamond.denoiser import apply_noise
 from engine.families.diamond.loss import SigmaDistribution
 from engine.families.doom.blend import blend_loss
@@ -98,7 +99,7 @@ class DoomDenoising(nn.Module):
         loss = (output.float() - regression.float()).pow(2).mean()
         with torch.no_grad():
             denoised = (cs.c_skip * noisy + cs.c_out * output).float().clamp(-1, 1)
-            psnr = -10 * torch.log10(((denoised - target) / 2).pow(2).flatten(1).mean(1).clamp(min=1e-10))
+            psnr = psnr_db((denoised - target).pow(2).flatten(1).mean(1))
         return loss, psnr.mean()
 
     def blending(self, batch: dict[str, torch.Tensor], rng: BatchRandom
@@ -120,7 +121,6 @@ class DoomDenoising(nn.Module):
                     context = torch.cat([context[:, 3:], frame.to(context)], 1)
                 actions = batch["rollout_actions"][:, ticks:]
             sampled = sampler.denoise(context, memory, actions, poses)
-            error = ((sampled - target.float()) / 2).pow(2).flatten(1).mean(1)
-            sampled_psnr = (-10 * torch.log10(error.clamp(min=1e-10))).mean()
+            sampled_psnr = psnr_db((sampled - target.float()).pow(2).flatten(1).mean(1)).mean()
         loss, psnr = blend_loss(model.blend_net, sampled, memory, drawn, poses, target)
         return loss, psnr, sampled_psnr

@@ -202,20 +202,22 @@ class DoomDreamSession(SessionBase):
 
     def _see(self) -> None:
         """With a depth network: the depth of the newest stored frame, and from it how far the wall ahead is for
-        the next move."""
+        the next move. Made unconditionally (no look at the cache, which would cost a host sync on a GPU)."""
         if self.model.depth_net is not None:
-            slot = self._last_slot
-            self._slot_depth[slot] = self.model.depth_net.depth(self.bank.latents[slot][None].to(self.model.dtype))[0]
-            self._slot_has_depth[slot] = True
-            self._clearance = clearance_ahead(self._slot_depth[slot])
+            self._predict_depth(slice(self._last_slot, self._last_slot + 1))
+            self._clearance = clearance_ahead(self._slot_depth[self._last_slot])
 
     def _depth_of(self, slots: torch.Tensor) -> torch.Tensor:
         """(len(slots), H, W) predicted depth of stored frames, made for those that have none yet."""
         missing = slots[~self._slot_has_depth[slots]]
         if len(missing):
-            self._slot_depth[missing] = self.model.depth_net.depth(self.bank.latents[missing].to(self.model.dtype)).float()
-            self._slot_has_depth[missing] = True
+            self._predict_depth(missing)
         return self._slot_depth[slots]
+
+    def _predict_depth(self, slots: torch.Tensor | slice) -> None:
+        """The depth network on the stored frames of `slots`, kept in the per-slot cache."""
+        self._slot_depth[slots] = self.model.depth_net.depth(self.bank.latents[slots].to(self.model.dtype)).float()
+        self._slot_has_depth[slots] = True
 
     def prompt_frames(self) -> torch.Tensor:
         return to_uint8(self._frames.window(1)[0]) if self._history is not None else to_uint8(self._spawn)[None]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from engine.eval.metrics import psnr_db
 from engine.families.oasis.vae import OasisVAE
 from engine.train.rng import BatchRandom
 
@@ -13,11 +14,6 @@ from engine.train.rng import BatchRandom
 def gaussian_kl(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """KL(N(mean, exp(logvar)) || N(0, 1)) of every element."""
     return 0.5 * (mean.pow(2) + logvar.exp() - 1 - logvar)
-
-
-def psnr_db(mse: torch.Tensor) -> torch.Tensor:
-    """PSNR of a mean squared error between images in [-1, 1] (equal to PSNR on [0, 1] or uint8 pixels)."""
-    return 10 * torch.log10(4 / mse.clamp(min=1e-10))
 
 
 class OasisVAELoss(nn.Module):
