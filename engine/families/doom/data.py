@@ -27,7 +27,7 @@ import torch
 from torch.utils.data import Dataset
 
 from engine.errors import ConfigError
-from engine.families.doom.network import memory_pose_features
+from engine.families.doom.network import action_window, memory_pose_features
 from engine.families.doom.recall import Recall
 from engine.families.doom.reproject import reproject_drawn
 from engine.train.data.episode import Episode, to_model_frames
@@ -116,8 +116,7 @@ class DoomItems(Dataset):
     @staticmethod
     def actions(episode: Episode, first: int, count: int) -> torch.Tensor:
         """(count, A) float actions of rows first .. first+count-1, zeros before the episode's start."""
-        rows = torch.arange(first, first + count)
-        return (episode.actions[rows.clamp(min=0)] * (rows >= 0)[:, None]).float()
+        return action_window(episode.actions, first, count)
 
     @staticmethod
     def depth(episode: Episode, indices: list[int]) -> torch.Tensor:

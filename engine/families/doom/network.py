@@ -174,6 +174,13 @@ def memory_pose_features(target: torch.Tensor, memory: torch.Tensor, valid: torc
     return features * valid.unsqueeze(-1).to(features.dtype)
 
 
+def action_window(actions: torch.Tensor, first: int, count: int) -> torch.Tensor:
+    """(count, A) float actions of rows first .. first+count-1 of `actions` (T, A), zeros before row 0: the actions
+    that led into a run of frames, the first frame of an episode led into by the zero action."""
+    rows = torch.arange(first, first + count, device=actions.device)
+    return (actions[rows.clamp(min=0)] * (rows >= 0)[:, None]).float()
+
+
 def initial_sigma_cond(batch: int, value: float, device: torch.device) -> torch.Tensor:
     """The context frames' noise level at sampling (a small constant, as DIAMOND's csgo `s_cond`)."""
     return torch.full((batch,), max(value, 1e-3), device=device)

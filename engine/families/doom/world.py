@@ -33,7 +33,7 @@ from engine.errors import ConfigError
 from engine.families.diamond.denoiser import quantize
 from engine.families.diamond.edm import build_sigmas
 from engine.families.doom.motion import FRICTION, DoomMotion, clearance_ahead
-from engine.families.doom.network import DoomWorldModel, memory_pose_features
+from engine.families.doom.network import DoomWorldModel, action_window, memory_pose_features
 from engine.families.doom.recall import Recall
 from engine.families.doom.reproject import reproject_drawn
 from engine.families.vizdoom.world import spawn_frame
@@ -300,9 +300,7 @@ class DoomDreamSession(SessionBase):
         rows = [max(0, len(frames) - n + k) for k in range(n)]
         self._frames.fill(units[rows][None])
         # the actions that led into the context frames; the next step drops the oldest and appends its own
-        action_rows = torch.tensor([len(frames) - n + k for k in range(n)])
-        window = actions_.to(self.device)[action_rows.clamp(min=0)] * (action_rows >= 0)[:, None].to(self.device)
-        self._actions.fill(window[None].float())
+        self._actions.fill(action_window(actions_.to(self.device), len(frames) - n, n)[None])
         self._set_motion(poses[-len(frames):].to(self.device))
         self._see()
         self._count = len(frames)
