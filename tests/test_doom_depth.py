@@ -16,7 +16,15 @@ from engine.core.loader import open_session
 from engine.errors import ConfigError
 from engine.families.doom.data import DoomItems
 from engine.families.doom.depth import DEPTH_SCALE, DepthNet, depth_loss
-from engine.families.doom.motion import PLAYER_RADIUS, DoomMotion, clearance_ahead
+from engine.families.doom.motion import (
+    FAR,
+    WALL_FRAMES,
+    WALL_RADIUS,
+    DoomMotion,
+    horizon_depth,
+    seen_through,
+    wall_points,
+)
 from engine.families.doom.network import DoomWorldModel
 from engine.families.doom.recall import Recall
 from engine.families.doom.recipe import load_keeping_new_parts
@@ -151,8 +159,8 @@ def test_the_dream_recalls_frames_redrawn_from_the_new_pose(tmp_path):
     assert torch.equal(session._memory[: len(picked)], expected)
     assert not torch.equal(expected, raw), "seen from elsewhere, the recalled frames are redrawn"
     newest = session.bank.latents[session._last_slot]
-    assert torch.equal(session._clearance, clearance_ahead(session.model.depth_net.depth(newest[None])[0])), \
-        "the next move stops short of the wall the newest frame shows"
+    walls = wall_points(horizon_depth(session.model.depth_net.depth(newest[None])[0]), session.pose)
+    assert torch.equal(session.motion.walls[-WIDTH:], walls), "the next moves meet the walls the newest frame shows"
 
 
 def test_depth_alone_trains_the_depth_network_and_leaves_the_world_model_as_it_was(recordings, tmp_path):
@@ -187,13 +195,53 @@ def test_fine_tuning_starts_a_depth_network_beside_weights_from_before_it():
         load_keeping_new_parts(old, {k: v for k, v in new.state_dict().items()})
 
 
-def test_the_clearance_ahead_is_the_nearest_depth_in_the_way():
+def test_the_walls_of_a_view_are_its_columns_nearest_depth_at_the_horizon_in_the_map():
     depth = torch.full((HEIGHT, WIDTH), 500.0)
-    depth[30:34, 38:42] = 60.0
-    depth[30:34, 0:10] = 20.0  # beside the way
-    depth[34:40, 30:50] = 0.0  # no depth (the weapon)
-    assert clearance_ahead(depth) == 60.0
-    assert clearance_ahead(torch.zeros(HEIGHT, WIDTH)) == float("inf")
+    depth[HEIGHT // 2 - 2:HEIGHT // 2 + 2, 38:42] = 60.0  # a pillar at eye height
+    depth[:8, :] = 10.0  # far above the horizon: a ceiling, not a wall in the way
+    depth[:, 1] = 0.0  # no depth (the weapon)
+    nearest = horizon_depth(depth)
+    assert nearest[39] == 60.0 and nearest[60] == 500.0
+    assert nearest[1] == FAR and nearest[38] == FAR, "no wall where there is no depth or a depth edge"
+    pose = torch.tensor([100.0, 0.0, 200.0, 0.0, 90.0])  # looking along +x
+    points = wall_points(nearest, pose)
+    assert points.shape == (WIDTH, 2)
+    assert torch.allclose(points[39], torch.tensor([160.0, 200.0 - 60.0 * (39.5 - FOCAL) / FOCAL]), atol=1e-4)
+    assert points[38].eq(FAR).all()
+    behind_the_pillar, on_the_far_wall = torch.tensor([[400.0, 200.0]]), torch.tensor([[600.0, 200.0]])
+    elsewhere = torch.tensor([[0.0, 200.0], [400.0, 1000.0]])  # behind the view, outside its field
+    view = torch.full((WIDTH,), 500.0)
+    assert seen_through(behind_the_pillar, view, pose).all(), "a view that sees beyond a wall point drops it"
+    assert not seen_through(torch.cat([on_the_far_wall, *elsewhere[:, None]]), view, pose).any()
+
+
+def test_the_dream_pose_stops_at_a_wall_and_slides_along_it():
+    """The player is a box against the walls the motion saw: into a wall head-on it stops, at an angle it keeps
+    the move along the wall, and a wall point already in the box (an error of the depth) does not hold it."""
+    ahead = torch.full((HEIGHT, WIDTH), 100.0)  # a wall square to the view, 100 units ahead, the view along +x
+    start = torch.tensor([0.0, 0.0, 0.0, 0.0, 90.0])
+    walk = torch.from_numpy(actions.encode(["forward"]))
+    motion = DoomMotion(start, 2, torch.device("cpu"))
+    motion.see(ahead)
+    for _ in range(60):
+        pose = motion.step(walk)
+    assert 100 - WALL_RADIUS - 1 <= pose[0] < 100 - WALL_RADIUS and abs(pose[2]) < 1e-3
+    assert motion.momentum.abs().max() < 1e-3, "a blocked move keeps no momentum"
+    assert motion.walls.shape == (WALL_FRAMES * WIDTH, 2)
+    assert motion.step(torch.from_numpy(actions.encode(["backward"])))[0] < pose[0], "it can walk away"
+    slanted = DoomMotion(torch.tensor([0.0, 0.0, 0.0, 0.0, 60.0]), 2, torch.device("cpu"))
+    slanted.reset(torch.tensor([-300.0, 0.0, 0.0, 0.0, 90.0]))
+    slanted.see(torch.full((HEIGHT, WIDTH), 400.0))  # the same wall seen from farther: z from -400 to 400
+    slanted.reset()
+    for _ in range(30):  # walking at 30 degrees to it
+        pose = slanted.step(walk)
+    assert 100 - WALL_RADIUS - 1 <= pose[0] < 100 - WALL_RADIUS and pose[2] > 100, "it slides along the wall"
+    stuck = DoomMotion(torch.tensor([95.0, 0.0, 0.0, 0.0, -90.0]), 2, torch.device("cpu"))
+    stuck.walls = torch.tensor([[100.0, 0.0]])
+    assert stuck.step(walk)[0] < 95, "out of a wall it stands in"
+    free = DoomMotion(start, 2, torch.device("cpu"))
+    free.see(torch.zeros(HEIGHT, WIDTH))
+    assert torch.equal(free.step(walk), DoomMotion(start, 2, torch.device("cpu")).step(walk)), "no depth, no wall"
 
 
 def test_a_wall_ahead_stops_the_dream_pose_where_the_real_player_stops():
@@ -201,21 +249,19 @@ def test_a_wall_ahead_stops_the_dream_pose_where_the_real_player_stops():
 
     with DoomGame(DoomSettings(depth=True)) as game:
         game.new_episode(0)
-        for _ in range(2):  # from the spawn, this heading meets a wall after ~230 map units
+        for _ in range(2):  # from the spawn, this heading meets a wall after ~230 map units at an angle
             game.step(actions.encode([], actions.KEY_TURN_DEGREES))
         start = torch.from_numpy(game.pose().copy())
-        plain, stopped = (DoomMotion(start, 2, torch.device("cpu")) for _ in range(2))
+        plain, walled = (DoomMotion(start, 2, torch.device("cpu")) for _ in range(2))
         walk = torch.from_numpy(actions.encode(["forward"]))
         for _ in range(60):
-            clearance = clearance_ahead(torch.from_numpy(game.depth()).float() * DEPTH_UNITS)
+            walled.see(torch.from_numpy(game.depth()).float() * DEPTH_UNITS)
             game.step(walk.numpy())
-            through, short = plain.step(walk), stopped.step(walk, clearance)
+            through, held = plain.step(walk), walled.step(walk)
         real = torch.from_numpy(game.pose().copy())
     assert (real[[0, 2]] - start[[0, 2]]).norm() < 300, "the real player stopped at the wall"
-    assert (through[[0, 2]] - real[[0, 2]]).norm() > 300, "without the clearance the dream walks through it"
-    assert (short[[0, 2]] - real[[0, 2]]).norm() < PLAYER_RADIUS
-    free = DoomMotion(start, 2, torch.device("cpu"))
-    assert torch.equal(free.step(walk, torch.tensor(float("inf"))), DoomMotion(start, 2, torch.device("cpu")).step(walk))
+    assert (through[[0, 2]] - real[[0, 2]]).norm() > 300, "without the walls the dream walks through it"
+    assert (held[[0, 2]] - real[[0, 2]]).norm() < 2 * WALL_RADIUS, "with them it stops and slides where the player does"
 
 
 @pytest.mark.parametrize(("depth", "message"), [

@@ -1,8 +1,8 @@
 """The Doom dream (`--world doom`, the default world): one tick per action, everything on the device.
 
 Tick stages:
-1. `pose`: the dreamer's pose integrated from the action with Doom's movement (`motion.DoomMotion`), stopped
-   short of the wall ahead by the newest frame's predicted depth when the model has a depth network;
+1. `pose`: the dreamer's pose integrated from the action with Doom's movement (`motion.DoomMotion`), blocked
+   and sliding at the walls the last frames' predicted depth shows when the model has a depth network;
 2. `memory`: the frames of the memory bank at least `min_age` ticks old whose views overlap the new pose's most
    (`recall.Recall`), with their poses relative to it; with `reproject_memory` the model sees them redrawn from
    the new pose by their predicted depth (`reproject`);
@@ -32,7 +32,7 @@ from engine.core.session import SessionBase, SessionOptions, StepResult
 from engine.errors import ConfigError
 from engine.families.diamond.denoiser import quantize
 from engine.families.diamond.edm import build_sigmas
-from engine.families.doom.motion import FRICTION, DoomMotion, clearance_ahead
+from engine.families.doom.motion import FRICTION, WALL_FRAMES, DoomMotion
 from engine.families.doom.network import DoomWorldModel, action_window, memory_pose_features
 from engine.families.doom.recall import Recall
 from engine.families.doom.reproject import reproject_drawn
@@ -167,7 +167,6 @@ class DoomDreamSession(SessionBase):
         self._drawn = torch.zeros((mcfg.memory, height, width), dtype=torch.bool, device=self.device)
         self._recalled = torch.full((mcfg.memory,), -1, dtype=torch.int64, device=self.device)
         self._history: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
-        self._clearance: torch.Tensor | None = None
         if model.depth_net is not None:  # each stored frame's predicted depth, made when first needed
             self._slot_depth = torch.zeros((self.bank.capacity, height, width), device=self.device)
             self._slot_has_depth = torch.zeros(self.bank.capacity, dtype=torch.bool, device=self.device)
@@ -191,6 +190,7 @@ class DoomDreamSession(SessionBase):
     def _restart(self) -> None:
         self.noise.reset()
         self.motion.reset()
+        self.motion.forget_walls()
         self.bank.clear()
         self._frames.fill(self._spawn[None, None].expand(1, self.model.cfg.context, -1, -1, -1))
         self._actions.fill(torch.zeros((1, self.model.cfg.context, self.action_dim), device=self.device))
@@ -200,12 +200,13 @@ class DoomDreamSession(SessionBase):
         self.last_action = torch.zeros(self.action_dim)
         self._see()
 
-    def _see(self) -> None:
-        """With a depth network: the depth of the newest stored frame, and from it how far the wall ahead is for
-        the next move. Made unconditionally (no look at the cache, which would cost a host sync on a GPU)."""
+    def _see(self, replace_newest: bool = False) -> None:
+        """With a depth network: the depth of the newest stored frame, and from it the walls the next moves meet
+        (`replace_newest`: instead of those of the frame it replaced). Made unconditionally (no look at the
+        cache, which would cost a host sync on a GPU)."""
         if self.model.depth_net is not None:
             self._predict_depth(slice(self._last_slot, self._last_slot + 1))
-            self._clearance = clearance_ahead(self._slot_depth[self._last_slot])
+            self.motion.see(self._slot_depth[self._last_slot], replace_newest)
 
     def _depth_of(self, slots: torch.Tensor) -> torch.Tensor:
         """(len(slots), H, W) predicted depth of stored frames, made for those that have none yet."""
@@ -258,7 +259,7 @@ class DoomDreamSession(SessionBase):
         self.last_action = values
         cfg = self.model.cfg
         with self.timer.stage("pose"):
-            pose = self.motion.step(values.to(self.device), self._clearance)
+            pose = self.motion.step(values.to(self.device))
         with self.timer.stage("memory"):
             self._recall(pose)
             valid = self._recalled >= 0
@@ -297,6 +298,12 @@ class DoomDreamSession(SessionBase):
             self._last_slot = self.bank.insert(units[k], poses[k].to(self.device), actions_[k].to(self.device), k)
         if self.model.depth_net is not None:
             self._slot_has_depth.fill_(False)
+            seen = list(range(max(0, len(frames) - WALL_FRAMES), len(frames) - 1))  # _see adds the newest's walls
+            if seen:
+                depth = self.model.depth_net.depth(units[seen].to(self.model.dtype)).float()
+                for k, view in zip(seen, depth, strict=True):
+                    self.motion.reset(poses[k])
+                    self.motion.see(view)
         rows = [max(0, len(frames) - n + k) for k in range(n)]
         self._frames.fill(units[rows][None])
         # the actions that led into the context frames; the next step drops the oldest and appends its own
@@ -321,7 +328,7 @@ class DoomDreamSession(SessionBase):
         self.bank.latents[self._last_slot] = unit
         self.bank.poses[self._last_slot] = pose.to(self.device)
         self._set_motion(torch.stack([previous, pose.to(self.device)]))
-        self._see()
+        self._see(replace_newest=True)
 
     def tick_extras(self) -> dict[str, torch.Tensor]:
         """`retrieved_frames`: the frame numbers the tick recalled (-1: an empty slot)."""
