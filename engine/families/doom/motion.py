@@ -22,6 +22,7 @@ from __future__ import annotations
 import torch
 
 from engine.actions import doom as actions
+from engine.families.doom.reproject import view_axes
 
 FRICTION = 0.90625
 FORWARD_THRUST = 0.78125
@@ -54,7 +55,7 @@ def wall_points(nearest: torch.Tensor, pose: torch.Tensor) -> torch.Tensor:
     90-degree field of view (`reproject`'s camera); FAR for the columns without one."""
     focal = len(nearest) / 2
     lateral = (torch.arange(len(nearest), device=nearest.device) + 0.5 - focal) / focal * nearest
-    forward, right = _axes(pose[4].float())
+    forward, right = view_axes(pose[4].float())
     points = pose[[0, 2]].float() + nearest[:, None] * forward + lateral[:, None] * right
     return torch.where((nearest < FAR)[:, None], points, torch.full_like(points, FAR))
 
@@ -63,19 +64,13 @@ def seen_through(points: torch.Tensor, nearest: torch.Tensor, pose: torch.Tensor
     """(P,) which wall points (P, 2) a view from `pose` with columns' nearest walls `nearest` (W,) sees well
     beyond: gone since (a door opened) or never there (a wrong depth)."""
     focal = len(nearest) / 2
-    forward, right = _axes(pose[4].float())
+    forward, right = view_axes(pose[4].float())
     offset = points - pose[[0, 2]].float()
     ahead, across = offset @ forward, offset @ right
     column = (across / ahead.clamp(min=1e-3) * focal + focal).floor().long()
     inside = (ahead > 0) & (column >= 0) & (column < len(nearest))
     wall = nearest[column.clamp(0, len(nearest) - 1)]
     return inside & (wall < FAR) & (wall > ahead * (1 + CARVE_RATIO) + CARVE_UNITS)
-
-
-def _axes(yaw_degrees: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(forward, right) unit vectors in the (x, z) plane of the project's yaw."""
-    radians = torch.deg2rad(yaw_degrees)
-    return torch.stack([radians.sin(), radians.cos()]), torch.stack([radians.cos(), -radians.sin()])
 
 
 class DoomMotion:
@@ -118,7 +113,7 @@ class DoomMotion:
         action = action.to(self.pose)
         yaw = torch.remainder(self.pose[4] + action[actions.TURN].clamp(-1, 1) * actions.MAX_TURN_DEGREES + 180,
                               360) - 180
-        forward, right = _axes(yaw)
+        forward, right = view_axes(yaw)
         held = (action[:4] > 0.5).to(self.pose)
         thrust = FORWARD_THRUST * forward * (held[0] - held[1]) + STRAFE_THRUST * right * (held[3] - held[2])
         position = self.pose[[0, 2]].clone()

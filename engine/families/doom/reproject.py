@@ -22,7 +22,7 @@ SUPERSAMPLE = 2  # sub-pixels per pixel and axis, so that a surface seen nearer 
 FRONT_TOLERANCE = (1.02, 1.0)  # (ratio, map units): splats this close behind the nearest one blend with it
 
 
-def _axes(yaw_degrees: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def view_axes(yaw_degrees: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(forward, right) unit vectors in the (x, z) plane, each (..., 2), of the project's yaw."""
     yaw = torch.deg2rad(yaw_degrees)
     forward = torch.stack([yaw.sin(), yaw.cos()], -1)
@@ -56,12 +56,12 @@ def reproject_drawn(frames: torch.Tensor, depth: torch.Tensor, poses: torch.Tens
     iv, iu = v.long(), u.long()
     d = depth.float()[:, iv, iu]  # (M, hs, ws): each sub-pixel carries its pixel's depth and colour
     colour = frames.float()[:, :, iv, iu]
-    forward, right = _axes(poses[:, 4].float())
+    forward, right = view_axes(poses[:, 4].float())
     lateral = (u - focal) / focal * d
     rise = -(v - height / 2) / focal * d
     points = (poses[:, None, None, [0, 2]].float() + d[..., None] * forward[:, None, None]
               + lateral[..., None] * right[:, None, None])
-    forward_t, right_t = _axes(target[4].float())
+    forward_t, right_t = view_axes(target[4].float())
     offset = points - target[[0, 2]].float()
     depth_t = offset @ forward_t
     lateral_t = offset @ right_t
