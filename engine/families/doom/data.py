@@ -98,10 +98,10 @@ class DoomItems(Dataset):
         memory_poses[: len(recalled)] = episode.poses[recalled]
         item = {"context": frames[:n].reshape(3 * n, height, width),
                 "memory_pose": memory_pose_features(episode.poses[t], memory_poses, valid, self.pose_scale),
-                "actions": self.actions(episode, t - n + 1, n), "target": frames[-1]}
+                "actions": action_window(episode.actions, t - n + 1, n), "target": frames[-1]}
         if self.rollout:
             item["rollout_context"] = rollout_context.reshape(3 * n, height, width)
-            item["rollout_actions"] = self.actions(episode, t - self.rollout - n + 1, n + self.rollout)
+            item["rollout_actions"] = action_window(episode.actions, t - self.rollout - n + 1, n + self.rollout)
         if self.with_depth:
             depth = self.depth(episode, [*recalled.tolist(), t] if self.reproject else [t])
             if self.reproject:
@@ -112,11 +112,6 @@ class DoomItems(Dataset):
                 item["memory_drawn"] = drawn
             item["target_depth"] = depth[-1]
         return item | {"memory": memory.reshape(3 * m, height, width)}
-
-    @staticmethod
-    def actions(episode: Episode, first: int, count: int) -> torch.Tensor:
-        """(count, A) float actions of rows first .. first+count-1, zeros before the episode's start."""
-        return action_window(episode.actions, first, count)
 
     @staticmethod
     def depth(episode: Episode, indices: list[int]) -> torch.Tensor:

@@ -83,11 +83,10 @@ class DoomMotion:
         self.pose = self.spawn.clone()
         self.momentum = torch.zeros(2, device=device)
         self.walls: torch.Tensor | None = None  # (WALL_FRAMES * W, 2), oldest frame's first
-        # the box of each move tried (all of it, along x, along z, none): sliding along a wall, the box is
-        # narrower across it by SLIDE_TOLERANCE, so that the wall's points, as uneven as the depth, let it slide
+        # the box of each move tried (all of it, along x, along z): sliding along a wall, the box is narrower
+        # across it by SLIDE_TOLERANCE, so that the wall's points, as uneven as the depth, let it slide
         self._boxes = torch.tensor([[WALL_RADIUS, WALL_RADIUS], [WALL_RADIUS, WALL_RADIUS - SLIDE_TOLERANCE],
-                                    [WALL_RADIUS - SLIDE_TOLERANCE, WALL_RADIUS], [WALL_RADIUS, WALL_RADIUS]],
-                                   device=device)[:, None]
+                                    [WALL_RADIUS - SLIDE_TOLERANCE, WALL_RADIUS]], device=device)[:, None]
 
     def reset(self, pose: torch.Tensor | None = None) -> None:
         """Back to the spawn or to `pose`, standing still; the walls seen stay (`forget_walls` drops them)."""
@@ -135,9 +134,9 @@ class DoomMotion:
             return momentum
         zero = torch.zeros_like(momentum[0])
         along_x, along_z = torch.stack([momentum[0], zero]), torch.stack([zero, momentum[1]])
-        moves = torch.stack([momentum, along_x, along_z, torch.zeros_like(momentum)])  # (4, 2), preferred first
-        before = ((self.walls - position).abs() / self._boxes).amax(-1)  # (4, P): 1 on the box's edge
+        moves = torch.stack([momentum, along_x, along_z])  # (3, 2), preferred first
+        before = ((self.walls - position).abs() / self._boxes).amax(-1)  # (3, P): 1 on the box's edge
         after = ((self.walls - (position + moves[:, None])).abs() / self._boxes).amax(-1)
         blocked = ((after < 1) & (after < before)).any(-1)
-        blocked[-1] = False
-        return moves[torch.argmin(blocked.to(torch.uint8))]
+        moves = torch.cat([moves, torch.zeros_like(moves[:1])])  # none: never blocked
+        return moves[torch.argmin(torch.cat([blocked, blocked.new_zeros(1)]).to(torch.uint8))]
