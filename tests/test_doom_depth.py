@@ -28,7 +28,7 @@ from engine.families.doom.motion import (
 from engine.families.doom.network import DoomWorldModel
 from engine.families.doom.recall import Recall
 from engine.families.doom.recipe import load_keeping_new_parts
-from engine.families.doom.reproject import reproject
+from engine.families.doom.reproject import reproject, view_axes
 from engine.recordings import SegmentWriter
 from engine.train.config import load_train_config
 from engine.train.data import find_episodes
@@ -163,6 +163,22 @@ def test_the_dream_recalls_frames_redrawn_from_the_new_pose(tmp_path):
     assert torch.equal(session.motion.walls[-WIDTH:], walls), "the next moves meet the walls the newest frame shows"
 
 
+def test_a_dreamed_frame_adds_walls_and_only_a_real_one_drops_those_it_sees_beyond(tmp_path):
+    world = tiny_doom_world(tmp_path, network={"depth_width": 8, "reproject_memory": True})
+    session = open_session(str(world), device="cpu")
+    with torch.no_grad():  # every frame shows walls 100 units away (and no weapon)
+        session.model.depth_net.head.weight.zero_()
+        session.model.depth_net.head.bias.copy_(torch.tensor([math.log(100 / DEPTH_SCALE)] * 4 + [-10.0] * 4))
+    session.reset()
+    forward, _ = view_axes(session.pose[4])
+    nearer = session.pose[[0, 2]] + 50 * forward  # a wall point 50 units ahead, which every view sees beyond
+    session.motion.walls[-WIDTH - 1] = nearer
+    session.step(torch.from_numpy(actions.encode([])))
+    assert torch.equal(session.motion.walls[-2 * WIDTH - 1], nearer), "a dreamed frame drops no wall"
+    session.force(session.bank.latents[session._last_slot].permute(1, 2, 0).add(1).mul(127.5).byte(), session.pose)
+    assert session.motion.walls[-2 * WIDTH - 1].eq(FAR).all(), "a real frame drops the walls it sees beyond"
+
+
 def test_depth_alone_trains_the_depth_network_and_leaves_the_world_model_as_it_was(recordings, tmp_path):
     old = DoomWorldModel(**TINY_NETWORK)
     weights = tmp_path / "old.safetensors"
@@ -213,6 +229,17 @@ def test_the_walls_of_a_view_are_its_columns_nearest_depth_at_the_horizon_in_the
     view = torch.full((WIDTH,), 500.0)
     assert seen_through(behind_the_pillar, view, pose).all(), "a view that sees beyond a wall point drops it"
     assert not seen_through(torch.cat([on_the_far_wall, *elsewhere[:, None]]), view, pose).any()
+
+
+def test_a_real_view_that_sees_beyond_a_wall_drops_it_and_a_dreamed_one_does_not():
+    near, far = torch.full((HEIGHT, WIDTH), 60.0), torch.full((HEIGHT, WIDTH), 500.0)
+    kept = {}
+    for carve in (True, False):
+        motion = DoomMotion(torch.tensor([0.0, 0.0, 0.0, 0.0, 90.0]), 2, torch.device("cpu"))
+        motion.see(near)
+        motion.see(far, carve=carve)
+        kept[carve] = int((motion.walls[:, 0] < FAR).sum())
+    assert kept[True] == WIDTH and kept[False] == 2 * WIDTH
 
 
 def test_the_dream_pose_stops_at_a_wall_and_slides_along_it():

@@ -6,15 +6,15 @@ forward/backward, 0.75 across it for strafing (measured on vizdoom 1.3.2, engine
 uses the same constants). This is exact in the open. The dream has no map, so against a wall the integrated pose
 would keep going where the real player stops. So the motion keeps the walls the last WALL_FRAMES frames showed
 (`see`: each column's nearest depth at the horizon, put into the map at the frame's pose, as the world model's
-depth network predicts it; a newer view that sees beyond an older wall point drops it, so an opened door or a
-wrong depth does not block for long) and moves as Doom does against them: the player is an axis-aligned box; a
-tic's move that would take a wall point into it (or deeper) is tried along x alone, then along z alone (sliding
-along the mostly axis-aligned walls of the map), else not made, and the momentum keeps only the part that moved.
-Measured on the validation revisits with the real frames' predicted depth, the pose is 9.5 / 16.1 / 24.7 map units
-from the real one on average after 8 / 16 / 24 open-loop ticks, against 10.2 / 19.5 / 29.5 when the move along the
-view only stopped short of the wall in the middle of the newest frame (the previous rule), and 8.6 / 14.2 / 22.6
-with the game's own depth; the medians are 5.3 / 11.5 / 18.2 against 4.8 / 9.8 / 17.4: the box still stops where
-the player slides along a slanted wall.
+depth network predicts it; a newer real view that sees beyond an older wall point drops it, so an opened door or a
+wrong depth does not block for long; a dreamed view only adds walls) and moves as Doom does against them: the
+player is an axis-aligned box; a tic's move that would take a wall point into it (or deeper) is tried along x
+alone, then along z alone (sliding along the mostly axis-aligned walls of the map), else not made, and the momentum
+keeps only the part that moved.
+Measured in the dream itself on the validation revisits (started on the real frames, driven by the true actions),
+the pose is 8.6 / 15.4 / 27.0 map units from the real one on average after 8 / 16 / 24 ticks (medians 4.0 / 9.1 /
+18.9); when the dreamed views carved too (and the box was 12 units), 10.4 / 20.3 / 33.4: the depth the network
+predicts from a blurred dreamed frame often sees through a real wall, and the dream then walked through it.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from engine.families.doom.reproject import view_axes
 FRICTION = 0.90625
 FORWARD_THRUST = 0.78125
 STRAFE_THRUST = 0.75
-WALL_RADIUS = 12.0  # map units: half the box's side (Doom's player box is 32 wide; best of 12, 14, 16 on doom-val)
+WALL_RADIUS = 11.0  # map units: half the box's side (Doom's player box is 32 wide; best of 10, 11, 12 on doom-val)
 WALL_FRAMES = 16  # frames whose walls the motion keeps (best of 4, 8, 16, 32 on doom-val)
 SLIDE_TOLERANCE = 4.0  # map units: about half a level of the recordings' depth (7.5 map units)
 HORIZON_ROWS = 4  # rows around the horizon whose nearest depth is a column's wall
@@ -96,15 +96,17 @@ class DoomMotion:
     def forget_walls(self) -> None:
         self.walls = None
 
-    def see(self, depth: torch.Tensor, replace_newest: bool = False) -> None:
-        """Keep the walls of a view (H, W) of planar depth seen from the current pose, and drop the older ones it
-        sees beyond; `replace_newest`: instead of the newest view's (a frame replaced by the real one)."""
+    def see(self, depth: torch.Tensor, replace_newest: bool = False, carve: bool = True) -> None:
+        """Keep the walls of a view (H, W) of planar depth seen from the current pose and, with `carve` (a real
+        view, not a dreamed one), drop the older ones it sees beyond; `replace_newest`: instead of the newest
+        view's (a frame replaced by the real one)."""
         nearest = horizon_depth(depth)
         points = wall_points(nearest, self.pose)
         if self.walls is None:
             self.walls = torch.full((WALL_FRAMES * len(points), 2), FAR, device=points.device)
         kept = self.walls[:-len(points)] if replace_newest else self.walls[len(points):]
-        kept = torch.where(seen_through(kept, nearest, self.pose)[:, None], torch.full_like(kept, FAR), kept)
+        if carve:
+            kept = torch.where(seen_through(kept, nearest, self.pose)[:, None], torch.full_like(kept, FAR), kept)
         self.walls = torch.cat([kept, points])
 
     def step(self, action: torch.Tensor) -> torch.Tensor:

@@ -200,13 +200,14 @@ class DoomDreamSession(SessionBase):
         self.last_action = torch.zeros(self.action_dim)
         self._see()
 
-    def _see(self, replace_newest: bool = False) -> None:
+    def _see(self, replace_newest: bool = False, dreamed: bool = False) -> None:
         """With a depth network: the depth of the newest stored frame, and from it the walls the next moves meet
-        (`replace_newest`: instead of those of the frame it replaced). Made unconditionally (no look at the
-        cache, which would cost a host sync on a GPU)."""
+        (`replace_newest`: instead of those of the frame it replaced; `dreamed`: a frame the model made, which adds
+        walls but removes none). Made unconditionally (no look at the cache, which would cost a host sync on a
+        GPU)."""
         if self.model.depth_net is not None:
             self._predict_depth(slice(self._last_slot, self._last_slot + 1))
-            self.motion.see(self._slot_depth[self._last_slot], replace_newest)
+            self.motion.see(self._slot_depth[self._last_slot], replace_newest, carve=not dreamed)
 
     def _depth_of(self, slots: torch.Tensor) -> torch.Tensor:
         """(len(slots), H, W) predicted depth of stored frames, made for those that have none yet."""
@@ -274,7 +275,7 @@ class DoomDreamSession(SessionBase):
             self._frames.advance()
             self._frames.set_newest(frame)
             self._last_slot = self.bank.insert(frame[0], pose, values.to(self.device), self._count)
-            self._see()
+            self._see(dreamed=True)
             self._count += 1
             image = to_uint8(frame[0])
         return self.result(image)
