@@ -29,6 +29,7 @@ from engine.families.doom.network import DoomWorldModel
 from engine.families.doom.recall import Recall
 from engine.families.doom.recipe import load_keeping_new_parts
 from engine.families.doom.reproject import reproject, view_axes
+from engine.families.doom.world import to_uint8
 from engine.recordings import SegmentWriter
 from engine.train.config import load_train_config
 from engine.train.data import find_episodes
@@ -175,7 +176,7 @@ def test_a_dreamed_frame_adds_walls_and_only_a_real_one_drops_those_it_sees_beyo
     session.motion.walls[-WIDTH - 1] = nearer
     session.step(torch.from_numpy(actions.encode([])))
     assert torch.equal(session.motion.walls[-2 * WIDTH - 1], nearer), "a dreamed frame drops no wall"
-    session.force(session.bank.latents[session._last_slot].permute(1, 2, 0).add(1).mul(127.5).byte(), session.pose)
+    session.force(to_uint8(session.bank.latents[session._last_slot]), session.pose)
     assert session.motion.walls[-2 * WIDTH - 1].eq(FAR).all(), "a real frame drops the walls it sees beyond"
 
 
