@@ -293,6 +293,42 @@ def test_sigterm_mid_segment_finalises_both_files(tmp_path: Path) -> None:
     assert not stem.with_name("term.spool").exists()
 
 
+SIGNALLED = textwrap.dedent("""
+    import os, signal, threading, time
+    from engine.recordings import install_signal_finalizers
+
+    before = signal.getsignal(signal.SIGINT)
+    restore = install_signal_finalizers()
+    restore()
+    assert signal.getsignal(signal.SIGINT) is before, "without a signal, restore() puts the handlers back"
+    restore = install_signal_finalizers()
+    try:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(5)
+    except KeyboardInterrupt:
+        print("interrupted", flush=True)
+    finally:
+        restore()
+    os.kill(os.getpid(), signal.SIGINT)  # the second Ctrl+C, while the program ends
+    os.kill(os.getpid(), signal.SIGTERM)
+    print("ignored", signal.getsignal(signal.SIGINT) is signal.SIG_IGN, flush=True)
+    # the interpreter joins this thread at exit, before the atexit hooks: a signal then must not interrupt it
+    threading.Thread(target=lambda: (time.sleep(0.3), os.kill(os.getpid(), signal.SIGINT))).start()
+    raise SystemExit(130)
+""")
+
+
+def test_after_the_first_signal_the_next_ones_are_ignored_to_the_end(tmp_path: Path) -> None:
+    script = tmp_path / "signalled.py"
+    script.write_text(SIGNALLED)
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
+    done = subprocess.run([sys.executable, str(script)], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 130, done.stderr
+    assert done.stdout.split() == ["interrupted", "ignored", "True"], done.stdout + done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+
+
 def spool_rows(spool: Path) -> int:
     """Rows a part's spool holds so far (its timestamps file has 8 bytes a row)."""
     try:

@@ -20,12 +20,20 @@ class Terminated(SystemExit):
 _EXTRA_CLOSERS: list[Callable[[], Iterable[Any]]] = []
 
 
-def _close_all_at_exit() -> None:
+_ENDED_BY_SIGNAL = threading.Event()  # set by the first signal: from then on the program is ending
+
+
+def _ignore_further_signals() -> None:
+    """From the main thread: a second Ctrl+C or SIGTERM must not interrupt the finalisation the first asked for,
+    nor the interpreter's shutdown (it joins the threads before the atexit hooks run)."""
     if threading.current_thread() is threading.main_thread():
-        # a second Ctrl+C or SIGTERM must not interrupt the finalisation it asked for
         for signum in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)):
             if signum is not None:
                 signal.signal(signum, signal.SIG_IGN)
+
+
+def _close_all_at_exit() -> None:
+    _ignore_further_signals()
     writers = [*OPEN_WRITERS, *(w for getter in _EXTRA_CLOSERS for w in getter())]
     for writer in dict.fromkeys(writers):
         try:
@@ -37,13 +45,19 @@ def _close_all_at_exit() -> None:
 atexit.register(_close_all_at_exit)
 
 
-def _raise_terminated(signum: int, frame: object) -> None:
+def _end_on_signal(signum: int, frame: object) -> None:
+    """Ctrl+C as KeyboardInterrupt, SIGTERM/SIGHUP as Terminated; the signals after it are ignored."""
+    _ENDED_BY_SIGNAL.set()
+    _ignore_further_signals()
+    if signum == signal.SIGINT:
+        raise KeyboardInterrupt
     raise Terminated(128 + signum)
 
 
 def install_signal_finalizers(writers_getter: Callable[[], Iterable[Any]] | None = None) -> Callable[[], None]:
     """Make SIGTERM/SIGHUP (and SIGINT, unless ignored) end the program through exceptions, so open
-    recordings are finalised by `with`/`finally` blocks or, at the latest, by the atexit hook.
+    recordings are finalised by `with`/`finally` blocks or, at the latest, by the atexit hook. The first signal
+    makes the program ignore the ones after it (a double Ctrl+C), to its end.
 
     Every open SegmentWriter is closed at exit anyway; `writers_getter` adds other objects with a
     `close()` method. Call from the main thread. Returns a function that restores the previous handlers.
@@ -51,18 +65,16 @@ def install_signal_finalizers(writers_getter: Callable[[], Iterable[Any]] | None
     if writers_getter is not None:
         _EXTRA_CLOSERS.append(writers_getter)
     previous: dict[int, Any] = {}
-    wanted = [(signal.SIGTERM, _raise_terminated), (signal.SIGINT, signal.default_int_handler)]
-    if hasattr(signal, "SIGHUP"):
-        wanted.append((signal.SIGHUP, _raise_terminated))
-    for signum, handler in wanted:
-        current = signal.getsignal(signum)
-        if current is signal.SIG_IGN:
+    wanted = [signal.SIGTERM, signal.SIGINT, *([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])]
+    for signum in wanted:
+        if signal.getsignal(signum) is signal.SIG_IGN:
             continue
-        previous[signum] = signal.signal(signum, handler)
+        previous[signum] = signal.signal(signum, _end_on_signal)
 
     def restore() -> None:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+        if not _ENDED_BY_SIGNAL.is_set():  # after a signal the program is ending: the rest stay ignored
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
         if writers_getter is not None and writers_getter in _EXTRA_CLOSERS:
             _EXTRA_CLOSERS.remove(writers_getter)
 
