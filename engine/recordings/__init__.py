@@ -47,7 +47,8 @@ writing process was killed (SIGKILL). `python -m engine.recordings recover S` th
 every whole row of the spool (so at least every frame ffmpeg got) and re-encodes the mp4 from the npz
 unless it already holds exactly those frames. Writers still open at interpreter exit (normal exit,
 uncaught exception, KeyboardInterrupt) are closed by an atexit hook; `install_signal_finalizers()` makes
-SIGTERM/SIGHUP raise `Terminated` so that they end the same way instead of killing the process outright.
+SIGTERM/SIGHUP raise `Terminated` so that they end the same way instead of killing the process outright;
+after the first such signal the program ignores the next ones (a double Ctrl+C) until it has ended.
 
 A full disk (or any other write error) stops the recording at once, with one message available as
 `writer.error` and raised by `close()` as `RecordingError`; every frame written until then is kept in a
