@@ -20,6 +20,7 @@ class Terminated(SystemExit):
 _EXTRA_CLOSERS: list[Callable[[], Iterable[Any]]] = []
 
 
+ENDING_SIGNALS = (signal.SIGTERM, signal.SIGINT, *((signal.SIGHUP,) if hasattr(signal, "SIGHUP") else ()))
 _ENDED_BY_SIGNAL = threading.Event()  # set by the first signal: from then on the program is ending
 
 
@@ -27,9 +28,8 @@ def _ignore_further_signals() -> None:
     """From the main thread: a second Ctrl+C or SIGTERM must not interrupt the finalisation the first asked for,
     nor the interpreter's shutdown (it joins the threads before the atexit hooks run)."""
     if threading.current_thread() is threading.main_thread():
-        for signum in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)):
-            if signum is not None:
-                signal.signal(signum, signal.SIG_IGN)
+        for signum in ENDING_SIGNALS:
+            signal.signal(signum, signal.SIG_IGN)
 
 
 def _close_all_at_exit() -> None:
@@ -65,8 +65,7 @@ def install_signal_finalizers(writers_getter: Callable[[], Iterable[Any]] | None
     if writers_getter is not None:
         _EXTRA_CLOSERS.append(writers_getter)
     previous: dict[int, Any] = {}
-    wanted = [signal.SIGTERM, signal.SIGINT, *([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])]
-    for signum in wanted:
+    for signum in ENDING_SIGNALS:
         if signal.getsignal(signum) is signal.SIG_IGN:
             continue
         previous[signum] = signal.signal(signum, _end_on_signal)
