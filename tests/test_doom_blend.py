@@ -20,11 +20,12 @@ from engine.errors import ConfigError
 from engine.families.doom.blend import MemoryBlend, blend_loss
 from engine.families.doom.data import DoomItems
 from engine.families.doom.depth import DEPTH_SCALE
+from engine.families.doom.motion import FRICTION
 from engine.families.doom.network import POSE_FEATURES, DoomWorldModel
 from engine.families.doom.recall import Recall
 from engine.families.doom.recipe import load_keeping_new_parts
 from engine.families.doom.reproject import reproject, reproject_drawn
-from engine.families.doom.world import DoomSampler
+from engine.families.doom.world import DoomSampler, newest_view
 from engine.train.config import load_train_config
 from engine.train.data import find_episodes
 from engine.train.trainer import train
@@ -32,6 +33,7 @@ from tests.doom_support import TINY_NETWORK, collect_recordings, tiny_doom_world
 
 HEIGHT, WIDTH = 64, 80
 BLENDING = {"depth_width": 8, "reproject_memory": True, "blend_width": 8}
+NEWEST = BLENDING | {"blend_newest": True}  # the newest frame redrawn from the new pose is the blend's last slot
 
 
 def pose(z: float = 0.0) -> torch.Tensor:
@@ -132,7 +134,11 @@ def test_rollout_items_hold_what_an_open_loop_run_into_the_target_starts_from(re
     for index in (2, len(items) - 1):  # near the start (frames before it repeat the first) and late
         episode, t = items.locate(index)
         item, same = items[index], plain[index]
-        assert all(torch.equal(item[key], same[key]) for key in same), "the teacher-forced fields are unchanged"
+        assert all(torch.equal(item[key], same[key]) for key in same if key != "newest_poses"), \
+            "the teacher-forced fields are unchanged"
+        run = [max(0, t - ticks - 1 + k) for k in range(ticks + 2)]  # each tick's newest frame, then the target
+        assert torch.equal(item["newest_poses"], episode.poses[run]) and torch.equal(same["newest_poses"],
+                                                                                     episode.poses[[t - 1, t]])
         rows = [max(0, t - ticks - n + k) for k in range(n)]
         frames = torch.from_numpy(episode.frames.read(rows)).movedim(-1, 1).float() / 127.5 - 1
         torch.testing.assert_close(item["rollout_context"], frames.reshape(3 * n, HEIGHT, WIDTH), atol=1e-6, rtol=0)
@@ -201,11 +207,11 @@ def test_the_sampler_blends_only_with_a_blend_network_and_drawn_pixels():
 
 @pytest.mark.parametrize("config", ["doom_blend", "doom_blend_rollout"])
 def test_the_blend_stages_train_the_blend_network_alone(recordings, tmp_path, config):
-    earlier = BLENDING if config == "doom_blend_rollout" else {"depth_width": 8, "reproject_memory": True}
+    earlier = NEWEST if config == "doom_blend_rollout" else {"depth_width": 8, "reproject_memory": True}
     old = DoomWorldModel(**TINY_NETWORK, **earlier)  # the stage before: 2 (no blend network) or 3
     weights = tmp_path / "earlier.safetensors"
     save_file({f"world_model.{k}": v.contiguous() for k, v in old.state_dict().items()}, str(weights))
-    sizes = [f"model.world_model.{k}={v}" for k, v in {**TINY_NETWORK, **BLENDING}.items() if k != "frame_size"]
+    sizes = [f"model.world_model.{k}={v}" for k, v in {**TINY_NETWORK, **NEWEST}.items() if k != "frame_size"]
     cfg = load_train_config(config, [f"data.paths=[{recordings}]", f"output_dir={tmp_path / 'run'}",
                                      f"init.world_model={weights}", "train.steps=3", "train.batch_size=2",
                                      "train.checkpoint_every=3", "train.progress=false", *sizes])
@@ -213,9 +219,66 @@ def test_the_blend_stages_train_the_blend_network_alone(recordings, tmp_path, co
     trained = load_file(str(result.checkpoint / "ema.safetensors"))
     assert all(torch.equal(trained[f"world_model.{k}"], v) for k, v in old.state_dict().items()
                if not k.startswith("blend_net.")), "the world model and the depth network stay as they were"
-    start = old.blend_net or DoomWorldModel(**TINY_NETWORK, **BLENDING).blend_net
+    start = old.blend_net or DoomWorldModel(**TINY_NETWORK, **NEWEST).blend_net
     assert any(not torch.equal(trained[f"world_model.blend_net.{k}"], v) for k, v in start.state_dict().items())
     metrics = [line for line in (result.run_dir / "metrics.jsonl").read_text().splitlines() if "blended_psnr" in line]
     assert metrics, "the blended and sampled PSNR are logged"
     network = yaml.safe_load(result.world.read_text())["networks"]["world_model"]
-    assert network["blend_width"] == 8 and network["reproject_memory"]
+    assert network["blend_width"] == 8 and network["reproject_memory"] and network["blend_newest"]
+
+
+def test_the_newest_frame_is_redrawn_from_the_new_pose_with_its_pose_features():
+    frame = torch.rand(2, 3, HEIGHT, WIDTH) * 2 - 1
+    depth = torch.full((2, HEIGHT, WIDTH), 100.0)
+    poses = torch.stack([pose(), pose(50.0)])
+    targets = torch.stack([pose(), pose(70.0)])  # the first stays, the second walks 20 units toward its wall
+    view = newest_view(frame, depth, poses, targets, pose_scale=256.0)
+    assert view.frame.shape == (2, 3, HEIGHT, WIDTH) and view.drawn.shape == (2, 1, HEIGHT, WIDTH)
+    torch.testing.assert_close(view.frame[0], frame[0]), "from where it was seen, the frame is itself"
+    assert view.drawn[0].all()
+    nearer, _ = reproject_drawn(frame[1:], depth[1:], poses[1:], targets[1])
+    assert torch.equal(view.frame[1:], nearer), "each row is redrawn to its own new pose"
+    torch.testing.assert_close(view.features[:, 0], torch.tensor([[0.0, 0, 0, 0, 1, 1], [0, 0, -20 / 256, 0, 1, 1]]))
+
+
+def test_with_blend_newest_the_sampler_also_mixes_the_redrawn_newest_frame_even_without_memory():
+    torch.manual_seed(0)
+    model = DoomWorldModel(**TINY_NETWORK, **NEWEST).eval()
+    sampler_cfg = OmegaConf.load(WORLDS_DIR / "doom.yaml").sampler
+    with torch.no_grad():  # sources: the model's frame, the 2 recalled frames, the newest frame: it takes the last
+        model.blend_net.head.bias.copy_(torch.tensor([-50.0, -50.0, -50.0, 50.0]).repeat_interleave(4))
+    context = torch.rand(1, 12, HEIGHT, WIDTH) * 2 - 1
+    acts = torch.zeros(1, 4, 7)
+    depth = torch.full((1, HEIGHT, WIDTH), 100.0)
+    newest = newest_view(context[:, -3:], depth, pose()[None], pose(10.0)[None], 256.0)
+    for valid in ([True, True], [False, False]):
+        memory = torch.rand(1, 6, HEIGHT, WIDTH) * 2 - 1
+        mixed = DoomSampler(model, sampler_cfg, SeededNoise(3)).sample(
+            context, memory, acts, slot_poses(valid), torch.ones(1, 2, HEIGHT, WIDTH), newest)
+        assert (mixed - newest.frame).abs().max() <= 2 / 255 + 1e-6, valid
+
+
+def test_a_dream_that_blends_its_newest_frame_holds_still_when_the_player_does(tmp_path):
+    world = tiny_doom_world(tmp_path, network=NEWEST)
+    session = open_session(str(world), device="cpu")
+    with torch.no_grad():  # walls 100 units away everywhere; the blend shows the newest frame redrawn
+        session.model.depth_net.head.weight.zero_()
+        session.model.depth_net.head.bias.copy_(torch.tensor([math.log(100 / DEPTH_SCALE)] * 4 + [-10.0] * 4))
+        session.model.blend_net.head.bias.copy_(torch.tensor([-50.0, -50.0, -50.0, 50.0]).repeat_interleave(4))
+    session.reset()
+    stand = torch.from_numpy(actions.encode([]))
+    first = session.step(stand).frame
+    assert torch.equal(session.step(stand).frame, first), "standing still, the newest frame redrawn is itself"
+    moved = session.step(torch.from_numpy(actions.encode(["forward"]))).frame
+    assert not torch.equal(moved, first), "walking redraws it nearer"
+
+
+def test_teacher_forcing_gives_the_motion_the_momentum_of_the_real_move(tmp_path):
+    session = open_session(str(tiny_doom_world(tmp_path)), device="cpu")
+    frames = torch.zeros(4, HEIGHT, WIDTH, 3, dtype=torch.uint8)
+    poses = torch.stack([pose(4.0 * k) for k in range(4)])
+    session.start_from(frames, torch.zeros(4, 7), poses)
+    session.step(torch.from_numpy(actions.encode([])))  # the dream coasts on; the real player ran on faster
+    session.force(frames[0], pose(22.0))
+    moved = (22.0 - 12.0) / session.motion.frame_skip * FRICTION
+    torch.testing.assert_close(session.motion.momentum, torch.tensor([0.0, moved]))

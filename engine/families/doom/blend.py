@@ -10,6 +10,10 @@ weights over the model's frame and each recalled one. It is trained alone (`loss
 play sampler makes, with the world model frozen: the mixture's squared error against the real next frame; first
 from real context frames (`--config doom_blend`), then after 3 open-loop ticks of the dream (`data.rollout`,
 `--config doom_blend_rollout`), where the model's frame is worse and the recalled ones count for more.
+With `blend_newest` the newest context frame, redrawn from the new pose by its predicted depth
+(`world.newest_view`), is one more source, the last slot: in a static place the next frame is mostly the last one
+seen from where the player moved to, with the detail a one-step sampler blurs, and the model's frame fills what
+it does not show (what came into view, the weapon's motion).
 Output-space mixing with a learned mask is the occlusion-aware warping of video prediction (e.g. Liu et al. 2017,
 "Video Frame Synthesis using Deep Voxel Flow"), here with the 3-D warp the poses and depth give.
 """

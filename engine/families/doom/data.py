@@ -14,6 +14,8 @@ its predicted depth in play, and `memory_drawn` says which of its pixels were dr
 With `rollout` K > 0 the item also holds what an open-loop run of K ticks into frame t starts from: the
 `rollout_context` frames t-K-n .. t-K-1 and the `rollout_actions` that led into t-K-n+1 .. t, so that the blend
 network trains on the frames the dream makes from its own frames, as in play, not only from real ones.
+`newest_poses` are the poses of frames t-K-1 .. t: each tick's newest context frame and then the frame it makes
+(the blend network's redrawn newest frame, `blend_newest`).
 
 Random draws come from a generator seeded by (seed, epoch, index), as every dataset of the trainer.
 """
@@ -98,7 +100,8 @@ class DoomItems(Dataset):
         memory_poses[: len(recalled)] = episode.poses[recalled]
         item = {"context": frames[:n].reshape(3 * n, height, width),
                 "memory_pose": memory_pose_features(episode.poses[t], memory_poses, valid, self.pose_scale),
-                "actions": action_window(episode.actions, t - n + 1, n), "target": frames[-1]}
+                "actions": action_window(episode.actions, t - n + 1, n), "target": frames[-1],
+                "newest_poses": episode.poses[[max(0, t - self.rollout - 1 + k) for k in range(self.rollout + 2)]]}
         if self.rollout:
             item["rollout_context"] = rollout_context.reshape(3 * n, height, width)
             item["rollout_actions"] = action_window(episode.actions, t - self.rollout - n + 1, n + self.rollout)

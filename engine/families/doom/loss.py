@@ -30,7 +30,7 @@ from engine.families.diamond.loss import SigmaDistribution
 from engine.families.doom.blend import blend_loss
 from engine.families.doom.depth import depth_loss
 from engine.families.doom.network import DoomWorldModel
-from engine.families.doom.world import DoomSampler
+from engine.families.doom.world import DoomSampler, NewestView, newest_view
 from engine.train.rng import BatchRandom
 
 
@@ -114,13 +114,29 @@ class DoomDenoising(nn.Module):
         memory, poses, drawn = batch["memory"], batch["memory_pose"], batch["memory_drawn"]
         with torch.no_grad():
             context, actions = batch["context"], batch["actions"]
+            tick = 0
             if "rollout_context" in batch:
                 context, ticks = batch["rollout_context"], batch["rollout_actions"].shape[1] - n
-                for k in range(ticks):
-                    frame = sampler.sample(context, memory, batch["rollout_actions"][:, k:k + n], poses, drawn)
+                for tick in range(ticks):
+                    frame = sampler.sample(context, memory, batch["rollout_actions"][:, tick:tick + n], poses, drawn,
+                                           self.newest(batch, context, tick))
                     context = torch.cat([context[:, 3:], frame.to(context)], 1)
+                tick = ticks
                 actions = batch["rollout_actions"][:, ticks:]
             sampled = sampler.denoise(context, memory, actions, poses)
             sampled_psnr = psnr_db((sampled - target.float()).pow(2).flatten(1).mean(1)).mean()
+            newest = self.newest(batch, context, tick)
+        if newest is not None:
+            memory, drawn, poses = newest.after(memory, drawn, poses)
         loss, psnr = blend_loss(model.blend_net, sampled, memory, drawn, poses, target)
         return loss, psnr, sampled_psnr
+
+    def newest(self, batch: dict[str, torch.Tensor], context: torch.Tensor, tick: int) -> NewestView | None:
+        """With `blend_newest`: the newest frame of `context` redrawn, by its predicted depth as in play, from its
+        pose to the pose of the frame that tick `tick` of the item's run makes (`newest_poses`)."""
+        model = self.world_model
+        if not model.cfg.blend_newest:
+            return None
+        frames, run = context[:, -3:], batch["newest_poses"]
+        depth = model.depth_net.depth(frames.to(model.dtype)).float()
+        return newest_view(frames, depth, run[:, tick], run[:, tick + 1], model.cfg.pose_scale)

@@ -57,6 +57,7 @@ class DoomModelConfig:
     depth_width: int = 0  # channels of the depth network (0: none)
     reproject_memory: bool = False  # recalled frames reach the model redrawn from its pose by their depth
     blend_width: int = 0  # channels of the blend network (0: none; needs reproject_memory)
+    blend_newest: bool = False  # the blend also mixes in the newest frame redrawn from the new pose (`blend`)
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], source: str = "networks.world_model") -> DoomModelConfig:
@@ -80,6 +81,8 @@ class DoomModelConfig:
         if cfg.blend_width and not (cfg.reproject_memory and cfg.memory):
             raise ConfigError(f"{source}: blend_width needs memory frames redrawn by depth (memory > 0, "
                               "reproject_memory: true)")
+        if cfg.blend_newest and not cfg.blend_width:
+            raise ConfigError(f"{source}: blend_newest needs a blend network (blend_width > 0)")
         return cfg
 
 
@@ -90,13 +93,14 @@ class DoomWorldModel(Placed, nn.Module):
                  cond_channels: int = 256, channels: Sequence[int] = (64, 96, 128), depths: Sequence[int] = (2, 2, 2),
                  attn_depths: Sequence[int] = (0, 0, 1), sigma_data: float = 0.5, sigma_offset_noise: float = 0.3,
                  pose_scale: float = 256.0, depth_width: int = 0, reproject_memory: bool = False,
-                 blend_width: int = 0) -> None:
+                 blend_width: int = 0, blend_newest: bool = False) -> None:
         super().__init__()
         self.cfg = cfg = DoomModelConfig.from_mapping({
             "frame_size": frame_size, "context": context, "memory": memory, "action_dim": action_dim,
             "cond_channels": cond_channels, "channels": channels, "depths": depths, "attn_depths": attn_depths,
             "sigma_data": sigma_data, "sigma_offset_noise": sigma_offset_noise, "pose_scale": pose_scale,
-            "depth_width": depth_width, "reproject_memory": reproject_memory, "blend_width": blend_width})
+            "depth_width": depth_width, "reproject_memory": reproject_memory, "blend_width": blend_width,
+            "blend_newest": blend_newest})
         cc = cfg.cond_channels
         self.noise_emb = FourierFeatures(cc)
         self.noise_cond_emb = FourierFeatures(cc)
@@ -111,7 +115,8 @@ class DoomWorldModel(Placed, nn.Module):
         nn.init.zeros_(self.conv_out.weight)
         nn.init.zeros_(self.conv_out.bias)
         self.depth_net = DepthNet(cfg.depth_width) if cfg.depth_width else None
-        self.blend_net = MemoryBlend(cfg.memory, cfg.blend_width, POSE_FEATURES) if cfg.blend_width else None
+        sources = cfg.memory + int(cfg.blend_newest)  # the newest frame's view is the last slot
+        self.blend_net = MemoryBlend(sources, cfg.blend_width, POSE_FEATURES) if cfg.blend_width else None
 
     def config_dict(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self.cfg).items()}

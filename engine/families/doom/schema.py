@@ -36,6 +36,7 @@ class WorldModel:
     depth_width: int = integer(0, 0, 4096)  # the depth network's channels (0: none)
     reproject_memory: bool = False  # recalled frames redrawn from the new pose by their depth
     blend_width: int = integer(0, 0, 4096)  # the blend network's channels (0: none)
+    blend_newest: bool = False  # the blend also mixes in the newest frame redrawn from the new pose
 
 
 @dataclass

@@ -8,7 +8,7 @@ Tick stages:
    the new pose by their predicted depth (`reproject`);
 3. `sample`: a few EDM Euler steps of the world model on the context frames, their actions and the recalled
    frames (`network.DoomWorldModel`); with a blend network, the frame is then mixed per pixel with the
-   reprojected recalled frames (`blend`);
+   reprojected recalled frames and, with `blend_newest`, the newest frame redrawn from the new pose (`blend`);
 4. `store`: the new frame into the context ring and the memory bank (`engine.memory.bank`), which keeps
    covering every place and direction seen once it is full.
 
@@ -18,6 +18,7 @@ seed and start point), so `python launcher.py` needs nothing but the shipped che
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +54,36 @@ def to_uint8(frames: torch.Tensor) -> torch.Tensor:
     return frames.float().add(1).div(2).mul(255).round().clamp(0, 255).to(torch.uint8).movedim(-3, -1)
 
 
+@dataclass(frozen=True)
+class NewestView:
+    """The newest context frames redrawn from the poses being made: frame (B, 3, H, W), drawn (B, 1, H, W) and
+    their pose features relative to the new poses (B, 1, 6)."""
+
+    frame: torch.Tensor
+    drawn: torch.Tensor
+    features: torch.Tensor
+
+    def after(self, memory: torch.Tensor, drawn: torch.Tensor, memory_pose: torch.Tensor
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The blend network's sources: the recalled frames' (B, 3m, H, W), drawn masks (B, m, H, W) and pose
+        features (B, m, 6), with this view as the last slot."""
+        return (torch.cat([memory, self.frame.to(memory)], 1), torch.cat([drawn.to(self.drawn), self.drawn], 1),
+                torch.cat([memory_pose, self.features.to(memory_pose)], 1))
+
+
+def newest_view(frames: torch.Tensor, depth: torch.Tensor, poses: torch.Tensor, targets: torch.Tensor,
+                pose_scale: float) -> NewestView:
+    """The newest frames (B, 3, H, W) in [-1, 1], seen from poses (B, 5) with their planar depth (B, H, W),
+    redrawn from the new poses (B, 5): in a static place the next frame is mostly the last one seen from where
+    the player moved to (render, then refine: Liu et al. 2021, "Infinite Nature"; here the blend network refines)."""
+    with torch.autocast(frames.device.type, enabled=False):  # the geometry in float32, also in bf16 training
+        views, drawn = zip(*(reproject_drawn(frames[k:k + 1].float(), depth[k:k + 1].float(), poses[k:k + 1].float(),
+                                             targets[k].float()) for k in range(len(frames))), strict=True)
+    valid = torch.ones((len(frames), 1), dtype=torch.bool, device=frames.device)
+    features = memory_pose_features(targets.float(), poses[:, None].float(), valid, pose_scale)
+    return NewestView(torch.cat(views), torch.cat(drawn).float(), features)
+
+
 class DoomSampler:
     """EDM Euler steps on a Karras schedule (Karras et al. 2022), from sigma_max noise to the frame.
 
@@ -74,15 +105,20 @@ class DoomSampler:
         self.steps = steps
 
     def sample(self, context: torch.Tensor, memory: torch.Tensor, actions: torch.Tensor, memory_pose: torch.Tensor,
-               drawn: torch.Tensor | None = None) -> torch.Tensor:
+               drawn: torch.Tensor | None = None, newest: NewestView | None = None) -> torch.Tensor:
         """(B, 3, H, W) quantised frames in [-1, 1] from context (B, 3n, H, W), memory (B, 3m, H, W); with the
-        model's blend network and `drawn` (B, m, H, W, `reproject_drawn`), mixed with the recalled frames."""
+        model's blend network and `drawn` (B, m, H, W, `reproject_drawn`), mixed with the recalled frames and, with
+        `blend_newest`, the newest context frame redrawn from the new pose (`newest`, `newest_view`)."""
         denoised = self.denoise(context, memory, actions, memory_pose)
         blend = self.model.blend_net
-        if blend is None or drawn is None or not bool(memory_pose[..., -1].any()):
+        if blend is None or drawn is None:
+            return denoised
+        if newest is not None:
+            memory, drawn, memory_pose = newest.after(memory, drawn, memory_pose)
+        elif not bool(memory_pose[..., -1].any()):
             return denoised
         mixed = blend(denoised.to(self.model.dtype), memory.to(self.model.dtype), drawn, memory_pose)
-        return quantize(mixed.to(self.model.dtype)).float()
+        return to_unit(to_uint8(mixed)).float()  # rounded: DIAMOND's snap down would darken a frame copied on
 
     def denoise(self, context: torch.Tensor, memory: torch.Tensor, actions: torch.Tensor,
                 memory_pose: torch.Tensor) -> torch.Tensor:
@@ -197,6 +233,7 @@ class DoomDreamSession(SessionBase):
         self._last_slot = self.bank.insert(self._spawn, self.motion.pose, torch.zeros(self.action_dim, device=self.device), 0)
         self._recalled.fill_(-1)
         self._count = 1
+        self._pose_before = self.motion.pose
         self.last_action = torch.zeros(self.action_dim)
         self._see()
 
@@ -260,17 +297,23 @@ class DoomDreamSession(SessionBase):
         self.last_action = values
         cfg = self.model.cfg
         with self.timer.stage("pose"):
+            self._pose_before = self.motion.pose
             pose = self.motion.step(values.to(self.device))
         with self.timer.stage("memory"):
             self._recall(pose)
             valid = self._recalled >= 0
             features = memory_pose_features(pose, self._memory_poses, valid, cfg.pose_scale)[None]
+            newest = None
+            if cfg.blend_newest:  # the newest stored frame, its pose and its depth (made when it was stored)
+                slot = slice(self._last_slot, self._last_slot + 1)
+                newest = newest_view(self.bank.latents[slot], self._slot_depth[slot], self.bank.poses[slot],
+                                     pose[None], cfg.pose_scale)
         with self.timer.stage("sample"):
             self._actions.advance()
             self._actions.set_newest(values.to(self.device)[None])
             context = self._frames.window(cfg.context).reshape(1, 3 * cfg.context, *cfg.frame_size)
             frame = self.sampler.sample(context, self._memory.reshape(1, -1, *cfg.frame_size),
-                                        self._actions.window(cfg.context), features, self._drawn[None])
+                                        self._actions.window(cfg.context), features, self._drawn[None], newest)
         with self.timer.stage("store"):
             self._frames.advance()
             self._frames.set_newest(frame)
@@ -312,6 +355,7 @@ class DoomDreamSession(SessionBase):
         self._set_motion(poses[-len(frames):].to(self.device))
         self._see()
         self._count = len(frames)
+        self._pose_before = self.motion.pose
 
     def _set_motion(self, poses: torch.Tensor) -> None:
         """The motion at the newest pose, its momentum from the last two (per tic, after friction)."""
@@ -325,10 +369,10 @@ class DoomDreamSession(SessionBase):
         """Teacher forcing: the real frame and pose replace what the last tick made, in context and memory."""
         unit = to_unit(frame.to(self.device))
         self._frames.set_newest(unit[None])
-        previous = self.motion.pose
         self.bank.latents[self._last_slot] = unit
         self.bank.poses[self._last_slot] = pose.to(self.device)
-        self._set_motion(torch.stack([previous, pose.to(self.device)]))
+        # the momentum of the real move into this frame: from the pose the last tick started at, not the one it made
+        self._set_motion(torch.stack([self._pose_before, pose.to(self.device)]))
         self._see(replace_newest=True)
 
     def tick_extras(self) -> dict[str, torch.Tensor]:
