@@ -113,19 +113,17 @@ class DoomDenoising(nn.Module):
         sampler = DoomSampler(model, self.play_sampler, rng)
         memory, poses, drawn = batch["memory"], batch["memory_pose"], batch["memory_drawn"]
         with torch.no_grad():
-            context, actions = batch["context"], batch["actions"]
-            tick = 0
+            context, actions, ticks = batch["context"], batch["actions"], 0
             if "rollout_context" in batch:
                 context, ticks = batch["rollout_context"], batch["rollout_actions"].shape[1] - n
-                for tick in range(ticks):
-                    frame = sampler.sample(context, memory, batch["rollout_actions"][:, tick:tick + n], poses, drawn,
-                                           self.newest(batch, context, tick))
+                for k in range(ticks):
+                    frame = sampler.sample(context, memory, batch["rollout_actions"][:, k:k + n], poses, drawn,
+                                           self.newest(batch, context, k))
                     context = torch.cat([context[:, 3:], frame.to(context)], 1)
-                tick = ticks
                 actions = batch["rollout_actions"][:, ticks:]
             sampled = sampler.denoise(context, memory, actions, poses)
             sampled_psnr = psnr_db((sampled - target.float()).pow(2).flatten(1).mean(1)).mean()
-            newest = self.newest(batch, context, tick)
+            newest = self.newest(batch, context, ticks)
         if newest is not None:
             memory, drawn, poses = newest.after(memory, drawn, poses)
         loss, psnr = blend_loss(model.blend_net, sampled, memory, drawn, poses, target)
